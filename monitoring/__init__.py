@@ -1,0 +1,1 @@
+"""Metrics, the /metrics endpoint, and the Prometheus/Grafana files operators deploy."""

@@ -1,0 +1,158 @@
+"""The `ketang` command: the one place that reads the process environment and builds a Config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from relay.config import Config, ConfigError, base_url, load_config
+from relay.errors import BadRequest
+from relay.tokens import ALL_ROOMS, ROLES, issue, load_secret
+
+PROG = "ketang"
+# Exit status for usage and configuration errors, as argparse uses.
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A command line argparse rejected; main reports it like a config error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument parser that raises instead of exiting, so main() decides the exit status."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
+_Commands = argparse._SubParsersAction[_Parser]
+
+
+def _common() -> _Parser:
+    """Options every subcommand takes; SUPPRESS keeps a subcommand from erasing the global value."""
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="TOML config file (default: $KETANG_CONFIG)",
+    )
+    return common
+
+
+def _add_serve(commands: _Commands, common: _Parser) -> None:
+    serve = commands.add_parser("serve", parents=[common], help="run the relay")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    serve.add_argument("--data-dir", type=Path, help="data directory (default ./data)")
+    serve.add_argument("--redis-url", help="redis://, rediss:// or unix:// URL for shared state")
+    serve.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate chain")
+    serve.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key")
+    serve.add_argument(
+        "--self-signed",
+        action="store_true",
+        default=None,
+        help="serve HTTPS with a generated self-signed certificate",
+    )
+    serve.add_argument("--public-url", help="base URL for printed links (e.g. behind a proxy)")
+    serve.set_defaults(run=_run_serve)
+
+
+def _add_token(commands: _Commands, common: _Parser) -> None:
+    token = commands.add_parser("token", parents=[common], help="print one signed token")
+    token.add_argument("room", metavar="ROOM", help=f"room name, or {ALL_ROOMS!r} for admins")
+    token.add_argument("--role", required=True, choices=sorted(ROLES))
+    token.add_argument("--name", help="display name (default: the role)")
+    token.add_argument("--ttl", type=int, dest="token_ttl", metavar="SECONDS", help="lifetime")
+    token.add_argument("--data-dir", type=Path, help="data directory holding the secret")
+    token.set_defaults(run=_run_token)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; `bench` and `library` will add their own _add_* here."""
+    common = _common()
+    parser = _Parser(prog=PROG, parents=[common], description="Ketang live-classroom relay")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(commands, common)
+    _add_token(commands, common)
+    return parser
+
+
+# Flags that map onto config fields of the same name, per subcommand.
+_SERVE_FLAGS = (
+    "host",
+    "port",
+    "data_dir",
+    "redis_url",
+    "tls_cert",
+    "tls_key",
+    "self_signed",
+    "public_url",
+)
+_TOKEN_FLAGS = ("data_dir", "token_ttl")
+
+
+def _load(args: argparse.Namespace, names: Sequence[str], env: Mapping[str, str]) -> Config:
+    """Config for a subcommand: --config or $KETANG_CONFIG, the environment, then its flags."""
+    file = getattr(args, "config", None) or env.get("KETANG_CONFIG") or None
+    flags = {name: getattr(args, name) for name in names}
+    return load_config(Path(file) if file else None, env, flags)
+
+
+def print_links(
+    config: Config, secret: bytes, room: str = "demo", out: TextIO | None = None
+) -> None:
+    """Print ready-to-use links for a demo room, so a first lesson needs no other tool."""
+    out = out or sys.stdout
+    base, ttl = base_url(config.server), config.auth.token_ttl
+    teacher = issue(secret, room, "teacher", "teacher", ttl)
+    classroom = issue(secret, room, "classroom", "classroom", ttl)
+    admin = issue(secret, ALL_ROOMS, "admin", "admin", ttl)
+    lines = [
+        f"Ketang relay at {base}",
+        f"  teacher page:   {base}/teach/{room}?token={teacher}",
+        f"  classroom page: {base}/class/{room}?token={classroom}",
+        f"  admin page:     {base}/admin?token={admin}",
+        f"  WHIP (teacher camera): {base}/whip/{room}?source=camera",
+        f"    Authorization: Bearer {teacher}",
+        f"  WHEP (classroom):      {base}/whep/{room}",
+        f"    Authorization: Bearer {classroom}",
+    ]
+    print("\n".join(lines), file=out, flush=True)
+
+
+def _run_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run the relay until SIGINT/SIGTERM, after printing links to it."""
+    config = _load(args, _SERVE_FLAGS, env)
+    print_links(config, load_secret(config.auth, config.storage.data_dir))
+    from relay.app import serve  # lazy: `ketang token` must not import the media stack
+
+    asyncio.run(serve(config))
+    return 0
+
+
+def _run_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Print one token, signed with the same secret `serve` uses."""
+    config = _load(args, _TOKEN_FLAGS, env)
+    secret = load_secret(config.auth, config.storage.data_dir)
+    name = args.name if args.name is not None else args.role
+    print(issue(secret, args.room, args.role, name, config.auth.token_ttl))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `ketang` and `python -m relay`; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        run: Callable[[argparse.Namespace, Mapping[str, str]], int] = args.run
+        return run(args, os.environ)
+    except (UsageError, ConfigError, BadRequest) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,306 @@
+"""Configuration: a frozen dataclass tree, loaded once from defaults, file, environment and flags.
+
+Field names are unique across sections, so each has one flat name everywhere: the TOML key in its
+section (`[server] port = 8080`), the environment variable `KETANG_PORT`, and the flag `--port`.
+Nothing here reads `os.environ`; the entry point passes the environment in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "KETANG_"
+# Names the entry point reads itself; load_config lets them pass.
+ENV_RESERVED = frozenset({"KETANG_CONFIG"})
+# HS256 keys shorter than the hash output are weak; per RFC 7518 §3.2.
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, unconvertible or invalid; the message is one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    # Address the HTTP server binds to.
+    host: str = "127.0.0.1"
+    # TCP port of the HTTP server.
+    port: int = 8080
+    # PEM certificate chain for HTTPS; needs tls_key.
+    tls_cert: Path | None = None
+    # PEM private key for HTTPS; needs tls_cert.
+    tls_key: Path | None = None
+    # Serve HTTPS with a generated self-signed certificate (browsers need a secure context).
+    self_signed: bool = False
+    # Base URL printed in links, e.g. behind a reverse proxy; None derives it from scheme/host/port.
+    public_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    # Holds the secret, recordings and the library; relative paths are from the working directory.
+    data_dir: Path = Path("./data")
+    # Redis for the room directory, node registry and events; None keeps all state in process.
+    redis_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    # Token signing secret (at least 32 bytes); None means read or generate <data_dir>/secret.
+    secret: str | None = None
+    # Default token lifetime in seconds: 7 days, since schools bookmark classroom links.
+    token_ttl: int = 604800
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    # Minimum seconds between two upstream keyframe requests for one source; mediasoup's
+    # keyFrameRequestDelay and JVB's 200 ms throttle do the same, we favour the teacher's uplink.
+    keyframe_min_interval: float = 0.5
+    # Per-classroom video queue bound in frames: about 1 s at 30 fps.
+    video_queue_frames: int = 30
+    # Per-classroom audio queue bound in packets: about 1 s of 20 ms Opus.
+    audio_queue_packets: int = 50
+    # Largest SDP offer accepted, in bytes; larger bodies get 413.
+    max_sdp_bytes: int = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    # When set, GET /metrics requires `Authorization: Bearer <bearer_token>`.
+    bearer_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    # HTTP listener and the URLs it advertises.
+    server: ServerConfig = field(default_factory=ServerConfig)
+    # Where state and files live.
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    # Token signing.
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    # Media path bounds.
+    media: MediaConfig = field(default_factory=MediaConfig)
+    # The Prometheus endpoint.
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+def _section_classes() -> dict[str, type[Any]]:
+    """Section name to dataclass, read from Config so the two cannot drift apart."""
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def _field_types() -> dict[str, tuple[str, object]]:
+    """Flat field name to (section, type hint): the one table every source is checked against."""
+    table: dict[str, tuple[str, object]] = {}
+    for section, cls in _section_classes().items():
+        for name, hint in typing.get_type_hints(cls).items():
+            table[name] = (section, hint)
+    return table
+
+
+SECTIONS = _section_classes()
+FIELDS = _field_types()
+
+
+def _to_int(raw: object) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        return int(raw.strip())
+    raise ValueError
+
+
+def _to_float(raw: object) -> float:
+    if isinstance(raw, bool):
+        raise ValueError
+    value = float(raw.strip()) if isinstance(raw, str) else raw
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError
+    return float(value)
+
+
+_BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def _to_bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _BOOLS:
+        return _BOOLS[raw.strip().lower()]
+    raise ValueError
+
+
+def _to_str(raw: object) -> str:
+    if isinstance(raw, str):
+        return raw
+    raise ValueError
+
+
+def _to_path(raw: object) -> Path:
+    if isinstance(raw, str | Path) and str(raw):
+        return Path(raw)
+    raise ValueError
+
+
+_CONVERTERS: dict[object, tuple[Callable[[object], object], str]] = {
+    int: (_to_int, "an integer"),
+    float: (_to_float, "a finite number"),
+    bool: (_to_bool, "a boolean (1/0/true/false/yes/no)"),
+    str: (_to_str, "a string"),
+    Path: (_to_path, "a path"),
+}
+
+
+def _convert(name: str, raw: object, where: str) -> object:
+    """Value of field `name` from a raw source value; "" clears optional fields (handy in env)."""
+    hint = FIELDS[name][1]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if args and raw == "":
+        return None
+    convert, expected = _CONVERTERS[args[0] if args else hint]
+    try:
+        return convert(raw)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{where}: expected {expected}, got {raw!r}") from None
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    """Parsed TOML file, with I/O and syntax problems turned into ConfigError."""
+    try:
+        with file.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"config file {file}: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {file}: {error}") from None
+
+
+def _from_file(file: Path) -> dict[str, object]:
+    """Flat field values from a TOML file with one table per section."""
+    values: dict[str, object] = {}
+    for section, table in _read_toml(file).items():
+        if section not in SECTIONS or not isinstance(table, dict):
+            raise ConfigError(f"config file {file}: unknown section [{section}]")
+        for key, raw in table.items():
+            if FIELDS.get(key, ("",))[0] != section:
+                raise ConfigError(f"config file {file}: unknown key [{section}] {key}")
+            values[key] = _convert(key, raw, f"config file {file}: [{section}] {key}")
+    return values
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, object]:
+    """Flat field values from KETANG_* variables; other variables are not ours and are skipped."""
+    values: dict[str, object] = {}
+    for var, raw in env.items():
+        if not var.startswith(ENV_PREFIX) or var in ENV_RESERVED:
+            continue
+        key = var.removeprefix(ENV_PREFIX).lower()
+        if key not in FIELDS or var != env_name(key):
+            raise ConfigError(f"environment: unknown variable {var}")
+        values[key] = _convert(key, raw, f"environment: {var}")
+    return values
+
+
+def _from_flags(flags: Mapping[str, object]) -> dict[str, object]:
+    """Flat field values from command-line flags; None means the flag was not given."""
+    values: dict[str, object] = {}
+    for key, raw in flags.items():
+        if key not in FIELDS:
+            raise ConfigError(f"flags: unknown option {key}")
+        if raw is not None:
+            values[key] = _convert(key, raw, f"flag --{key.replace('_', '-')}")
+    return values
+
+
+def env_name(key: str) -> str:
+    """Environment variable for a field, so help texts and errors name it the same way."""
+    return ENV_PREFIX + key.upper()
+
+
+def _build(values: Mapping[str, object]) -> Config:
+    """Config from defaults overlaid with flat field values."""
+    sections: dict[str, object] = {}
+    for section, cls in SECTIONS.items():
+        mine = {k: v for k, v in values.items() if FIELDS[k][0] == section}
+        sections[section] = cls(**mine)
+    return Config(**sections)  # type: ignore[arg-type]
+
+
+def load_config(file: Path | None, env: Mapping[str, str], flags: Mapping[str, object]) -> Config:
+    """Config from defaults < TOML file < KETANG_* environment < flags, then validated."""
+    values: dict[str, object] = {}
+    if file is not None:
+        values.update(_from_file(file))
+    values.update(_from_env(env))
+    values.update(_from_flags(flags))
+    config = _build(values)
+    validate(config)
+    return config
+
+
+def _server_problems(server: ServerConfig) -> list[str]:
+    problems = []
+    if not 1 <= server.port <= 65535:
+        problems.append(f"port must be 1..65535, got {server.port}")
+    if (server.tls_cert is None) != (server.tls_key is None):
+        problems.append("tls_cert and tls_key must be given together")
+    if server.self_signed and server.tls_cert is not None:
+        problems.append("self_signed excludes tls_cert/tls_key")
+    if server.public_url is not None and not server.public_url.startswith(("http://", "https://")):
+        problems.append(
+            f"public_url must start with http:// or https://, got {server.public_url!r}"
+        )
+    return problems
+
+
+def _storage_problems(storage: StorageConfig) -> list[str]:
+    url = storage.redis_url
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        return [f"redis_url must start with redis://, rediss:// or unix://, got {url!r}"]
+    return []
+
+
+def _auth_problems(auth: AuthConfig) -> list[str]:
+    problems = []
+    if auth.secret is not None and len(auth.secret.encode()) < MIN_SECRET_BYTES:
+        problems.append(f"secret must be at least {MIN_SECRET_BYTES} bytes (RFC 7518 §3.2)")
+    if auth.token_ttl <= 0:
+        problems.append(f"token_ttl must be positive, got {auth.token_ttl}")
+    return problems
+
+
+def _media_problems(media: MediaConfig) -> list[str]:
+    numbers = dataclasses.asdict(media)
+    return [
+        f"{name} must be positive, got {value}" for name, value in numbers.items() if value <= 0
+    ]
+
+
+def validate(config: Config) -> None:
+    """Raise ConfigError naming every broken rule, so one restart fixes them all."""
+    problems = [
+        *_server_problems(config.server),
+        *_storage_problems(config.storage),
+        *_auth_problems(config.auth),
+        *_media_problems(config.media),
+    ]
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def base_url(server: ServerConfig) -> str:
+    """Base URL for printed links: public_url if set, else derived from scheme, host and port."""
+    if server.public_url is not None:
+        return server.public_url.rstrip("/")
+    scheme = "https" if server.tls_cert is not None or server.self_signed else "http"
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    return f"{scheme}://{host}:{server.port}"

@@ -1,0 +1,41 @@
+"""Upstream keyframe-request coalescing: many classrooms, one teacher uplink.
+
+Every joining classroom, every rendition switch and every picture loss at a classroom wants a
+keyframe. Forwarded one by one they become a PLI storm that makes the teacher's encoder spend
+its bitrate on keyframes (mediasoup#232, jitsi-videobridge PR #2448). So one coalescer per
+upstream video track lets at most one request through per `min_interval`.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class KeyframeCoalescer:
+    """Lets a keyframe request go upstream at most once per `min_interval` seconds."""
+
+    __slots__ = ("_last_sent", "_last_keyframe", "min_interval", "sent", "absorbed")
+
+    def __init__(self, min_interval: float) -> None:
+        self.min_interval = min_interval
+        self._last_sent = -math.inf
+        self._last_keyframe = -math.inf
+        self.sent = 0
+        self.absorbed = 0
+
+    def request(self, now: float) -> bool:
+        """True when a PLI should go upstream now; otherwise the request is absorbed."""
+        if now - self._last_sent >= self.min_interval:
+            self._last_sent = now
+            self.sent += 1
+            return True
+        self.absorbed += 1
+        return False
+
+    def keyframe_seen(self, now: float) -> None:
+        """Record a keyframe from upstream; used to tell a fresh request from a lost one."""
+        self._last_keyframe = now
+
+    def answered(self) -> bool:
+        """True when a keyframe arrived after the last request went upstream."""
+        return self._last_keyframe >= self._last_sent

@@ -1,0 +1,78 @@
+"""The error tree of the relay, and its one mapping onto HTTP.
+
+    KetangError
+    ├── UserError        the caller's mistake: 4xx with a one-line message
+    │   ├── BadRequest             400 malformed input
+    │   ├── Unauthorized           401 missing, bad or expired token
+    │   ├── Forbidden              403 wrong room or role
+    │   ├── NotFound               404 unknown session or id
+    │   ├── Conflict               409 e.g. a second publisher for one source
+    │   ├── PayloadTooLarge        413 body over the limit
+    │   └── UnsupportedMediaType   415 wrong content type
+    ├── ProtocolError    a peer broke a protocol (SDP, RTP): 400
+    └── InternalError    our bug or a failed dependency: 500, logged
+
+Handlers raise; `status_of` is the only place that turns an error into a status code.
+The packet path never raises: it drops and counts (monitoring.metrics.count_drop).
+"""
+
+from __future__ import annotations
+
+
+class KetangError(Exception):
+    """Base of every error the relay reports to a caller."""
+
+    status = 500
+
+
+class UserError(KetangError):
+    """The caller did something wrong; the message is shown to them."""
+
+    status = 400
+
+
+class BadRequest(UserError):
+    status = 400
+
+
+class Unauthorized(UserError):
+    status = 401
+
+
+class Forbidden(UserError):
+    status = 403
+
+
+class NotFound(UserError):
+    status = 404
+
+
+class Conflict(UserError):
+    status = 409
+
+
+class PayloadTooLarge(UserError):
+    status = 413
+
+
+class UnsupportedMediaType(UserError):
+    status = 415
+
+
+class ProtocolError(KetangError):
+    """A peer sent something that breaks a protocol, such as unusable SDP."""
+
+    status = 400
+
+
+class InternalError(KetangError):
+    """Something on our side failed; the caller sees a generic message."""
+
+    status = 500
+
+
+def status_of(error: BaseException) -> tuple[int, str]:
+    """HTTP status and public message for any exception; internals are never leaked."""
+    if isinstance(error, UserError | ProtocolError):
+        return error.status, str(error) or type(error).__name__
+    return 500, "internal error"

@@ -1,0 +1,107 @@
+"""One classroom's copy of one feed: a MediaStreamTrack that hands encoded frames to aiortc.
+
+aiortc's sender, given `av.Packet`s instead of decoded frames, only packetizes them
+(`encoder.pack()`): no codec work per classroom. It still keeps a 128-packet history and answers
+the classroom's NACKs from it, so retransmissions never reach the teacher. It ignores PLI for
+packets, so `hooks.on_keyframe_request` routes the classroom's PLI here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from fractions import Fraction
+from typing import TYPE_CHECKING, cast
+
+import av
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from monitoring import metrics
+from relay.core.codecs import AUDIO_CLOCK_RATE, VIDEO_CLOCK_RATE
+from relay.core.forwarder import Forwarder, Frame, Verdict
+
+if TYPE_CHECKING:
+    from relay.rtc.upstream import Upstream
+
+
+class DownTrack(MediaStreamTrack):  # type: ignore[misc]
+    """Bounded, keyframe-gated queue from upstream frames to one classroom sender."""
+
+    def __init__(self, kind: str, limit: int) -> None:
+        super().__init__()
+        self.kind = kind
+        video = kind == "video"
+        clock_rate = VIDEO_CLOCK_RATE if video else AUDIO_CLOCK_RATE
+        self.forwarder = Forwarder(video, clock_rate, limit)
+        self._time_base = Fraction(1, clock_rate)
+        self._listening: set[Upstream] = set()
+        self._waiter: asyncio.Future[None] | None = None
+        self.frames_sent = 0
+        self.bytes_sent = 0
+
+    def retarget(self, upstream: Upstream | None) -> None:
+        """Carry `upstream` from its next keyframe on; None stops this track's media."""
+        self.forwarder.retarget(upstream)
+        if upstream is not None:
+            upstream.listeners.add(self)
+            self._listening.add(upstream)
+            if self.forwarder.wants_keyframe:
+                upstream.request_keyframe()
+        self._prune()
+
+    def push(self, frame: Frame, now: float) -> None:
+        """Offer one upstream frame; called by Upstream's fan-out, never raises."""
+        current = self.forwarder.current
+        verdict = self.forwarder.push(frame, now)
+        if verdict is Verdict.QUEUED:
+            if self.forwarder.current is not current:
+                self._prune()
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+            return
+        metrics.count_drop(verdict.value)
+        if verdict is not Verdict.NOT_TARGET:
+            cast("Upstream", frame.origin).request_keyframe()
+
+    def picture_lost(self) -> None:
+        """The classroom sent PLI/FIR: ask upstream, coalesced, for a keyframe."""
+        origin = self.forwarder.target or self.forwarder.current
+        if origin is not None:
+            cast("Upstream", origin).request_keyframe()
+
+    def origin_closed(self, upstream: Upstream) -> None:
+        """The teacher track went away; stop listening to it."""
+        self._listening.discard(upstream)
+        if upstream in (self.forwarder.current, self.forwarder.target):
+            self.forwarder.retarget(None)
+
+    async def recv(self) -> av.Packet:
+        """Next frame for aiortc's sender, as a packet it will only re-packetize."""
+        while True:
+            out = self.forwarder.pop()
+            if out is not None:
+                packet = av.Packet(out.data)
+                packet.pts = out.timestamp
+                packet.time_base = self._time_base
+                self.frames_sent += 1
+                self.bytes_sent += len(out.data)
+                return packet
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    def stop(self) -> None:
+        """End the track: detach from upstream and release a sender waiting in recv()."""
+        super().stop()
+        self.forwarder.retarget(None)
+        self._prune()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _prune(self) -> None:
+        """Stop listening to upstreams this track neither forwards nor switches to."""
+        keep = {self.forwarder.current, self.forwarder.target}
+        for upstream in [u for u in self._listening if u not in keep]:
+            upstream.listeners.discard(self)
+            self._listening.discard(upstream)

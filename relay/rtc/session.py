@@ -1,0 +1,120 @@
+"""Peer connections for one teacher publication (WHIP) or one classroom playback (WHEP).
+
+Both negotiate as answerer with transceivers created *before* the offer is applied, so the
+codec preferences (VP8 + RTX, Opus) bind: a Safari offer listing H.264 first still gets VP8.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+
+from relay.core.model import FeedKey, SlotKey
+from relay.errors import BadRequest
+from relay.rtc import hooks
+from relay.rtc.downtrack import DownTrack
+from relay.rtc.sdp import codec_preferences
+from relay.rtc.upstream import Upstream
+
+logger = logging.getLogger(__name__)
+
+# Connection states after which a session is over (W3C webrtc-pc §4.3.3).
+DEAD_STATES = frozenset({"failed", "closed"})
+
+
+class Session:
+    """Owns one RTCPeerConnection and reports its death once."""
+
+    def __init__(self, room: str, session_id: str, name: str, on_dead: Callable[[str], None]) -> None:
+        self.room = room
+        self.id = session_id
+        self.name = name
+        self.pc = RTCPeerConnection()
+        self._on_dead = on_dead
+        self._closing = False
+        self.pc.on("connectionstatechange", self._state_changed)
+
+    def _state_changed(self) -> None:
+        if self.pc.connectionState in DEAD_STATES and not self._closing:
+            logger.info("session %s in room %s: connection %s", self.id, self.room, self.pc.connectionState)
+            self._on_dead(self.id)
+
+    async def _answer(self, offer: str) -> str:
+        """Apply the offer and return our complete answer (ICE gathered, no trickle)."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        except ValueError as exc:
+            raise BadRequest(f"unusable SDP offer: {exc}") from None
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return str(self.pc.localDescription.sdp)
+
+    async def close(self) -> None:
+        """Close the peer connection; safe to call more than once."""
+        self._closing = True
+        await self.pc.close()
+
+
+class PublishSession(Session):
+    """The teacher's upstream connection for one source."""
+
+    def __init__(self, room: str, session_id: str, name: str, source: str,
+                 on_dead: Callable[[str], None]) -> None:
+        super().__init__(room, session_id, name, on_dead)
+        self.source = source
+        self.upstreams: dict[FeedKey, Upstream] = {}
+
+    async def start(self, offer: str, kinds: frozenset[str], kf_interval: float) -> str:
+        """Negotiate receive-only transceivers and tap their receivers; returns the answer."""
+        transceivers: dict[str, RTCRtpTransceiver] = {}
+        for kind in sorted(kinds):
+            transceivers[kind] = self.pc.addTransceiver(kind, direction="recvonly")
+            transceivers[kind].setCodecPreferences(codec_preferences(kind))
+        answer = await self._answer(offer)
+        for kind, transceiver in transceivers.items():
+            feed = FeedKey(self.source, kind)
+            self.upstreams[feed] = Upstream(self.room, feed, transceiver.receiver, kf_interval)
+        return answer
+
+    def last_media_at(self) -> float | None:
+        """Loop time of the newest frame from any of this source's tracks."""
+        times = [u.last_frame_at for u in self.upstreams.values() if u.last_frame_at is not None]
+        return max(times, default=None)
+
+    async def close(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.close()
+        await super().close()
+
+
+class PlaySession(Session):
+    """One classroom's downstream connection: an audio track and up to two video slots."""
+
+    def __init__(self, room: str, session_id: str, name: str, on_dead: Callable[[str], None]) -> None:
+        super().__init__(room, session_id, name, on_dead)
+        self.tracks: dict[SlotKey, DownTrack] = {}
+
+    async def start(self, offer: str, slots: tuple[SlotKey, ...], limits: dict[str, int]) -> str:
+        """Negotiate send-only transceivers, one down track each; returns the answer."""
+        for slot in slots:
+            track = DownTrack(slot.kind, limits[slot.kind])
+            transceiver = self.pc.addTransceiver(track, direction="sendonly")
+            transceiver.setCodecPreferences(codec_preferences(slot.kind))
+            hooks.on_keyframe_request(transceiver.sender, track.picture_lost)
+            self.tracks[slot] = track
+        return await self._answer(offer)
+
+    async def close(self) -> None:
+        for track in self.tracks.values():
+            track.stop()
+        await super().close()
+
+
+async def close_quietly(session: Session) -> None:
+    """Close a session during cleanup, logging instead of raising."""
+    try:
+        await asyncio.wait_for(session.close(), timeout=5)
+    except Exception:
+        logger.exception("closing session %s failed", session.id)

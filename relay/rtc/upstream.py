@@ -1,0 +1,84 @@
+"""One track the teacher sends, as the relay receives it: frames in, fan-out to down tracks.
+
+An `Upstream` lives as long as one teacher receiver. When the teacher reconnects, a new
+`Upstream` replaces it, and the down tracks switch to it at its first keyframe; the identity of
+the `Upstream` object is the origin the core forwarder keys on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+from monitoring import metrics
+from relay.core.codecs import AUDIO_CLOCK_RATE, VIDEO_CLOCK_RATE, is_vp8_keyframe
+from relay.core.forwarder import Frame
+from relay.core.keyframes import KeyframeCoalescer
+from relay.core.model import FeedKey
+from relay.rtc import hooks
+
+if TYPE_CHECKING:
+    from relay.rtc.downtrack import DownTrack
+
+logger = logging.getLogger(__name__)
+
+
+class Upstream:
+    """Fans one teacher track's encoded frames out to the down tracks listening to it."""
+
+    def __init__(self, room: str, feed: FeedKey, receiver: RTCRtpReceiver, kf_interval: float) -> None:
+        self.room = room
+        self.feed = feed
+        self.video = feed.kind == "video"
+        self.clock_rate = VIDEO_CLOCK_RATE if self.video else AUDIO_CLOCK_RATE
+        self.listeners: set[DownTrack] = set()
+        self.coalescer = KeyframeCoalescer(kf_interval)
+        self.frames = 0
+        self.keyframes = 0
+        self.last_frame_at: float | None = None
+        self.size: tuple[int, int] | None = None
+        self._receiver = receiver
+        self._loop = asyncio.get_running_loop()
+        self._pending: set[asyncio.Task[None]] = set()
+        hooks.tap_frames(receiver, self._on_frame)
+
+    def _on_frame(self, codec: Any, jitter_frame: Any) -> None:
+        """Called by the tap on the event loop for every complete frame; never raises."""
+        try:
+            self._fan_out(bytes(jitter_frame.data), int(jitter_frame.timestamp))
+        except Exception:  # the packet path must not break the receiver
+            logger.exception("fan-out failed in room %s", self.room)
+            metrics.count_drop("fanout_error")
+
+    def _fan_out(self, data: bytes, timestamp: int) -> None:
+        """Hand one frame to every listening down track."""
+        now = self._loop.time()
+        keyframe = is_vp8_keyframe(data) if self.video else True
+        if self.video and keyframe:
+            self.keyframes += 1
+            self.coalescer.keyframe_seen(now)
+        self.frames += 1
+        self.last_frame_at = now
+        frame = Frame(self, data, timestamp, keyframe)
+        for listener in tuple(self.listeners):
+            listener.push(frame, now)
+        metrics.count_ingest(self.feed.kind, len(data))
+
+    def request_keyframe(self) -> None:
+        """Ask the teacher for a keyframe, coalesced with everybody else's asks."""
+        if not self.video or not self.coalescer.request(self._loop.time()):
+            return
+        task = hooks.request_keyframe(self._receiver)
+        if task is not None:
+            metrics.count_keyframe_request(self.feed.source)
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    def close(self) -> None:
+        """Detach every listener; the receiver itself is stopped with its peer connection."""
+        for listener in tuple(self.listeners):
+            listener.origin_closed(self)
+        self.listeners.clear()
