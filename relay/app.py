@@ -77,12 +77,14 @@ async def healthz(request: web.Request) -> web.Response:
     """Liveness, with a summary an operator can read at a glance."""
     ctx = request.app[CTX]
     rooms = list(ctx.registry)
-    return web.json_response({
-        "status": "ok",
-        "rooms": len(rooms),
-        "lessons_live": sum(1 for r in rooms if r.model.live),
-        "classrooms": sum(len(r.players) for r in rooms),
-    })
+    return web.json_response(
+        {
+            "status": "ok",
+            "rooms": len(rooms),
+            "lessons_live": sum(1 for r in rooms if r.model.live),
+            "classrooms": sum(len(r.players) for r in rooms),
+        }
+    )
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -96,7 +98,9 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 def room_samples(registry: Registry) -> Iterator[metrics.RoomSample]:
     """Live room state for the scrape-time collector."""
     for room in registry:
-        yield metrics.RoomSample(room.name, room.model.live, len(room.publishers), len(room.players))
+        yield metrics.RoomSample(
+            room.name, room.model.live, len(room.publishers), len(room.players)
+        )
 
 
 def build_app(config: Config, secret: bytes) -> web.Application:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -31,9 +32,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-_Commands = argparse._SubParsersAction[_Parser]
-
-
 def _common() -> _Parser:
     """Options every subcommand takes; SUPPRESS keeps a subcommand from erasing the global value."""
     common = _Parser(add_help=False)
@@ -47,11 +45,13 @@ def _common() -> _Parser:
     return common
 
 
-def _add_serve(commands: _Commands, common: _Parser) -> None:
+def _add_serve(commands: argparse._SubParsersAction[_Parser], common: _Parser) -> None:
     serve = commands.add_parser("serve", parents=[common], help="run the relay")
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (default 8080)")
-    serve.add_argument("--data-dir", type=Path, help="data directory (default ./data)")
+    serve.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="data directory (default ./data)"
+    )
     serve.add_argument("--redis-url", help="redis://, rediss:// or unix:// URL for shared state")
     serve.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM certificate chain")
     serve.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key")
@@ -65,13 +65,17 @@ def _add_serve(commands: _Commands, common: _Parser) -> None:
     serve.set_defaults(run=_run_serve)
 
 
-def _add_token(commands: _Commands, common: _Parser) -> None:
+def _add_token(commands: argparse._SubParsersAction[_Parser], common: _Parser) -> None:
     token = commands.add_parser("token", parents=[common], help="print one signed token")
     token.add_argument("room", metavar="ROOM", help=f"room name, or {ALL_ROOMS!r} for admins")
     token.add_argument("--role", required=True, choices=sorted(ROLES))
     token.add_argument("--name", help="display name (default: the role)")
-    token.add_argument("--ttl", type=int, dest="token_ttl", metavar="SECONDS", help="lifetime")
-    token.add_argument("--data-dir", type=Path, help="data directory holding the secret")
+    token.add_argument(
+        "--ttl", type=int, dest="token_ttl", metavar="SECONDS", help="lifetime (default 7 days)"
+    )
+    token.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="data directory holding the secret"
+    )
     token.set_defaults(run=_run_token)
 
 
@@ -114,12 +118,8 @@ def print_links(
     base, ttl = base_url(config.server), config.auth.token_ttl
     teacher = issue(secret, room, "teacher", "teacher", ttl)
     classroom = issue(secret, room, "classroom", "classroom", ttl)
-    admin = issue(secret, ALL_ROOMS, "admin", "admin", ttl)
     lines = [
         f"Ketang relay at {base}",
-        f"  teacher page:   {base}/teach/{room}?token={teacher}",
-        f"  classroom page: {base}/class/{room}?token={classroom}",
-        f"  admin page:     {base}/admin?token={admin}",
         f"  WHIP (teacher camera): {base}/whip/{room}?source=camera",
         f"    Authorization: Bearer {teacher}",
         f"  WHEP (classroom):      {base}/whep/{room}",
@@ -132,6 +132,7 @@ def _run_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the relay until SIGINT/SIGTERM, after printing links to it."""
     config = _load(args, _SERVE_FLAGS, env)
     print_links(config, load_secret(config.auth, config.storage.data_dir))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from relay.app import serve  # lazy: `ketang token` must not import the media stack
 
     asyncio.run(serve(config))

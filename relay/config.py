@@ -160,14 +160,21 @@ _CONVERTERS: dict[object, tuple[Callable[[object], object], str]] = {
 }
 
 
-def _convert(name: str, raw: object, where: str) -> object:
-    """Value of field `name` from a raw source value; "" clears optional fields (handy in env)."""
+def _convert(name: str, raw: object, where: str, typed: bool = False) -> object:
+    """Value of field `name` from a raw value; "" clears optional fields (handy in env).
+
+    Text is parsed into numbers and booleans unless the source is `typed` (TOML), where
+    `port = "80"` is more likely a mistake than a wish.
+    """
     hint = FIELDS[name][1]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if args and raw == "":
         return None
-    convert, expected = _CONVERTERS[args[0] if args else hint]
+    target = args[0] if args else hint
+    convert, expected = _CONVERTERS[target]
     try:
+        if typed and isinstance(raw, str) and target not in (str, Path):
+            raise ValueError
         return convert(raw)
     except (ValueError, TypeError):
         raise ConfigError(f"{where}: expected {expected}, got {raw!r}") from None
@@ -193,7 +200,8 @@ def _from_file(file: Path) -> dict[str, object]:
         for key, raw in table.items():
             if FIELDS.get(key, ("",))[0] != section:
                 raise ConfigError(f"config file {file}: unknown key [{section}] {key}")
-            values[key] = _convert(key, raw, f"config file {file}: [{section}] {key}")
+            where = f"config file {file}: [{section}] {key}"
+            values[key] = _convert(key, raw, where, typed=True)
     return values
 
 

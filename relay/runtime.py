@@ -60,7 +60,9 @@ class RoomRuntime:
     def empty(self) -> bool:
         return not self.publishers and not self.players
 
-    async def publish(self, source: str, teacher: str, offer: str, shape: OfferShape) -> tuple[str, str]:
+    async def publish(
+        self, source: str, teacher: str, offer: str, shape: OfferShape
+    ) -> tuple[str, str]:
         """Start a teacher publication; returns (session id, SDP answer)."""
         await self._evict_stale(source)
         session = PublishSession(self.name, new_session_id(), teacher, source, self._on_dead)

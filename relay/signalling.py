@@ -51,7 +51,9 @@ async def read_sdp(request: web.Request, limit: int) -> str:
 
 def sdp_created(location: str, answer: str) -> web.Response:
     """201 with the resource URL and the SDP answer."""
-    return web.Response(status=201, text=answer, content_type=SDP_TYPE, headers={"Location": location})
+    return web.Response(
+        status=201, text=answer, content_type=SDP_TYPE, headers={"Location": location}
+    )
 
 
 async def whip_post(request: web.Request) -> web.Response:
@@ -103,7 +105,9 @@ async def session_delete(request: web.Request) -> web.Response:
 
 async def session_patch(request: web.Request) -> web.Response:
     """Trickle ICE and ICE restart are not supported (RFC 9725 §4.3.1 allows 405)."""
-    raise web.HTTPMethodNotAllowed("PATCH", ["DELETE", "OPTIONS"], text="trickle ICE is not supported\n")
+    raise web.HTTPMethodNotAllowed(
+        "PATCH", ["DELETE", "OPTIONS"], text="trickle ICE is not supported\n"
+    )
 
 
 def add_routes(app: web.Application) -> None:

@@ -50,11 +50,17 @@ def ensure_self_signed(directory: Path, host: str) -> tuple[Path, Path]:
         .not_valid_after(now + datetime.timedelta(days=SELF_SIGNED_DAYS))
         .add_extension(x509.SubjectAlternativeName(_alt_names(host)), critical=False)
     )
-    key.write_bytes(private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     key.chmod(0o600)
-    cert.write_bytes(builder.sign(private, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    cert.write_bytes(
+        builder.sign(private, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    )
     return cert, key
 
 

@@ -15,7 +15,7 @@ _VP8_START_CODE = b"\x9d\x01\x2a"
 
 
 def is_vp8_keyframe(data: bytes) -> bool:
-    """True for a VP8 key frame: frame-tag bit 0 clear and the start code present (RFC 6386 §9.1)."""
+    """True for a VP8 key frame: tag bit 0 clear and the start code present (RFC 6386 §9.1)."""
     return len(data) >= 10 and not data[0] & 1 and data[3:6] == _VP8_START_CODE
 
 

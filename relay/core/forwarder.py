@@ -73,7 +73,7 @@ class Timeline:
 
 
 class Forwarder:
-    """Per-down-track decisions: which frames go to the classroom, and when to ask for a keyframe."""
+    """Per-down-track decisions: which frames reach classrooms, and when to ask for keyframes."""
 
     __slots__ = (
         "_current",
@@ -120,6 +120,14 @@ class Forwarder:
         elif origin != self._current or self._gated:
             self._target = origin
 
+    def forget(self, origin: Hashable) -> None:
+        """An origin ended: stop forwarding it, but keep switching to any other target."""
+        if self._current == origin:
+            self._current, self._gated = None, False
+            self._queue.clear()
+        if self._target == origin:
+            self._target = None
+
     def push(self, frame: Frame, now: float) -> Verdict:
         """Offer a frame from upstream; the verdict says whether it was queued and why not."""
         if frame.origin != self._current or self._gated:
@@ -130,7 +138,9 @@ class Forwarder:
             return self._overflow()
         if frame.keyframe and self._video and len(self._queue) >= self._flush_backlog:
             self._queue.clear()
-        self._queue.append(OutFrame(frame.data, self._timeline.map(frame.origin, frame.timestamp, now)))
+        self._queue.append(
+            OutFrame(frame.data, self._timeline.map(frame.origin, frame.timestamp, now))
+        )
         return Verdict.QUEUED
 
     def pop(self) -> OutFrame | None:

@@ -14,7 +14,7 @@ import math
 class KeyframeCoalescer:
     """Lets a keyframe request go upstream at most once per `min_interval` seconds."""
 
-    __slots__ = ("_last_sent", "_last_keyframe", "min_interval", "sent", "absorbed")
+    __slots__ = ("_last_keyframe", "_last_sent", "absorbed", "min_interval", "sent")
 
     def __init__(self, min_interval: float) -> None:
         self.min_interval = min_interval

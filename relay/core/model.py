@@ -124,7 +124,9 @@ class Room:
         """Upstream tracks currently published."""
         return frozenset(FeedKey(p.source, k) for p in self.publishers.values() for k in p.kinds)
 
-    def publish(self, session: str, source: str, teacher: str, kinds: frozenset[str]) -> list[Event]:
+    def publish(
+        self, session: str, source: str, teacher: str, kinds: frozenset[str]
+    ) -> list[Event]:
         """Add a publisher; 409 if the source is taken (the runtime evicts dead ones first)."""
         if source not in SOURCES:
             raise BadRequest(f"unknown source {source!r}: use camera or screen")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from relay.rtc.upstream import Upstream
 
 
-class DownTrack(MediaStreamTrack):  # type: ignore[misc]
+class DownTrack(MediaStreamTrack):
     """Bounded, keyframe-gated queue from upstream frames to one classroom sender."""
 
     def __init__(self, kind: str, limit: int) -> None:
@@ -72,10 +72,9 @@ class DownTrack(MediaStreamTrack):  # type: ignore[misc]
     def origin_closed(self, upstream: Upstream) -> None:
         """The teacher track went away; stop listening to it."""
         self._listening.discard(upstream)
-        if upstream in (self.forwarder.current, self.forwarder.target):
-            self.forwarder.retarget(None)
+        self.forwarder.forget(upstream)
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet:  # type: ignore[type-arg]
         """Next frame for aiortc's sender, as a packet it will only re-packetize."""
         while True:
             out = self.forwarder.pop()

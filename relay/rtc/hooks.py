@@ -44,8 +44,10 @@ class AiortcChanged(RuntimeError):
 def check_aiortc() -> None:
     """Fail loudly if the installed aiortc is not the version these hooks were verified on."""
     if not aiortc.__version__.startswith(SUPPORTED_AIORTC):
-        raise AiortcChanged(f"relay/rtc/hooks.py is verified on aiortc {SUPPORTED_AIORTC}, "
-                            f"found {aiortc.__version__}")
+        raise AiortcChanged(
+            f"relay/rtc/hooks.py is verified on aiortc {SUPPORTED_AIORTC}, "
+            f"found {aiortc.__version__}"
+        )
     probe = RTCRtpReceiver.__init__.__code__.co_names
     for name in ("_RTCRtpReceiver__decoder_queue", "_RTCRtpReceiver__rtx_ssrc"):
         if name not in probe:
@@ -77,12 +79,12 @@ class _TapQueue:
 def tap_frames(receiver: RTCRtpReceiver, sink: FrameSink) -> None:
     """Route the receiver's complete encoded frames to `sink` instead of its decoder thread."""
     decoder_queue: queue.Queue[Any] = getattr(receiver, _DECODER_QUEUE)
-    decoder_queue.put = _TapQueue(decoder_queue, sink)  # type: ignore[method-assign]
+    setattr(decoder_queue, "put", _TapQueue(decoder_queue, sink))  # noqa: B010 (instance override)
 
 
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
     """Call `callback` when the remote end of `sender` sends PLI or FIR."""
-    sender._send_keyframe = callback
+    setattr(sender, "_send_keyframe", callback)  # noqa: B010 (instance override)
 
 
 def media_ssrc(receiver: RTCRtpReceiver) -> int | None:

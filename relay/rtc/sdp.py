@@ -83,4 +83,6 @@ def _check_media(media: MediaDescription, sending: bool) -> None:
 def codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:
     """The codecs our transceivers accept: the forwarded codec, plus RTX for video."""
     keep = (*FORWARDED[kind], "video/rtx")
-    return [c for c in RTCRtpReceiver.getCapabilities(kind).codecs if c.mimeType.lower() in keep]
+    capabilities = RTCRtpReceiver.getCapabilities(kind)
+    assert capabilities is not None  # aiortc knows both kinds
+    return [c for c in capabilities.codecs if c.mimeType.lower() in keep]

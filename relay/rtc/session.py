@@ -10,7 +10,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 
 from relay.core.model import FeedKey, SlotKey
 from relay.errors import BadRequest
@@ -24,22 +30,33 @@ logger = logging.getLogger(__name__)
 # Connection states after which a session is over (W3C webrtc-pc §4.3.3).
 DEAD_STATES = frozenset({"failed", "closed"})
 
+# WHIP and WHEP require BUNDLE (RFC 9725 §4.2). max-bundle also matters for aiortc 1.16: under
+# the default "balanced" policy a second pre-created video transceiver keeps the first one's
+# transport, which BUNDLE negotiation then discards, so that sender never starts.
+# No ICE servers: the relay is the publicly reachable end, its host candidates are what peers
+# need, and aiortc's default (a Google STUN server) would stall gathering on closed networks.
+PC_CONFIG = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
 
 class Session:
     """Owns one RTCPeerConnection and reports its death once."""
 
-    def __init__(self, room: str, session_id: str, name: str, on_dead: Callable[[str], None]) -> None:
+    def __init__(
+        self, room: str, session_id: str, name: str, on_dead: Callable[[str], None]
+    ) -> None:
         self.room = room
         self.id = session_id
         self.name = name
-        self.pc = RTCPeerConnection()
+        self.pc = RTCPeerConnection(PC_CONFIG)
         self._on_dead = on_dead
         self._closing = False
         self.pc.on("connectionstatechange", self._state_changed)
 
     def _state_changed(self) -> None:
         if self.pc.connectionState in DEAD_STATES and not self._closing:
-            logger.info("session %s in room %s: connection %s", self.id, self.room, self.pc.connectionState)
+            logger.info(
+                "session %s in room %s: connection %s", self.id, self.room, self.pc.connectionState
+            )
             self._on_dead(self.id)
 
     async def _answer(self, offer: str) -> str:
@@ -60,8 +77,9 @@ class Session:
 class PublishSession(Session):
     """The teacher's upstream connection for one source."""
 
-    def __init__(self, room: str, session_id: str, name: str, source: str,
-                 on_dead: Callable[[str], None]) -> None:
+    def __init__(
+        self, room: str, session_id: str, name: str, source: str, on_dead: Callable[[str], None]
+    ) -> None:
         super().__init__(room, session_id, name, on_dead)
         self.source = source
         self.upstreams: dict[FeedKey, Upstream] = {}
@@ -92,7 +110,9 @@ class PublishSession(Session):
 class PlaySession(Session):
     """One classroom's downstream connection: an audio track and up to two video slots."""
 
-    def __init__(self, room: str, session_id: str, name: str, on_dead: Callable[[str], None]) -> None:
+    def __init__(
+        self, room: str, session_id: str, name: str, on_dead: Callable[[str], None]
+    ) -> None:
         super().__init__(room, session_id, name, on_dead)
         self.tracks: dict[SlotKey, DownTrack] = {}
 

@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 class Upstream:
     """Fans one teacher track's encoded frames out to the down tracks listening to it."""
 
-    def __init__(self, room: str, feed: FeedKey, receiver: RTCRtpReceiver, kf_interval: float) -> None:
+    def __init__(
+        self, room: str, feed: FeedKey, receiver: RTCRtpReceiver, kf_interval: float
+    ) -> None:
         self.room = room
         self.feed = feed
         self.video = feed.kind == "video"

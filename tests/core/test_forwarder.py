@@ -61,8 +61,7 @@ def test_overflow_drops_backlog_and_waits_for_next_keyframe() -> None:
     fwd.retarget("cam")
     verdicts = run(
         fwd,
-        [video("cam", 0, True), video("cam", 1), video("cam", 2), video("cam", 3), video("cam", 4)]
-        + [video("cam", 5, True)],
+        [video("cam", 0, True), *(video("cam", t) for t in range(1, 5)), video("cam", 5, True)],
     )
     assert verdicts == [Q, Q, Q, OV, AK, Q]
     assert len(fwd) == 1
@@ -82,7 +81,8 @@ def test_keyframe_skips_large_backlog() -> None:
     fwd.retarget("cam")
     run(fwd, [video("cam", 0, True), video("cam", 1), video("cam", 2)])
     run(fwd, [video("cam", 3, True)])
-    assert [f.data for f in (fwd.pop(),)] == [b"k"]
+    out = fwd.pop()
+    assert out is not None and out.data == b"k"
     assert len(fwd) == 0
 
 
@@ -120,3 +120,23 @@ def test_timeline_stays_continuous_across_origins(
 ) -> None:
     timeline = Timeline(90_000)
     assert [timeline.map(o, ts, now) for o, ts, now in pushes] == expected
+
+
+def test_forgetting_the_current_origin_keeps_the_pending_switch() -> None:
+    fwd = Forwarder(video=True, clock_rate=90_000, limit=9)
+    fwd.retarget("scr")
+    run(fwd, [video("scr", 0, True)])
+    fwd.retarget("cam")
+    fwd.forget("scr")
+    assert fwd.current is None and fwd.target == "cam"
+    assert run(fwd, [video("cam", 3000), video("cam", 6000, True)]) == [AK, Q]
+
+
+def test_forgetting_the_target_keeps_the_current_origin() -> None:
+    fwd = Forwarder(video=True, clock_rate=90_000, limit=9)
+    fwd.retarget("cam")
+    run(fwd, [video("cam", 0, True)])
+    fwd.retarget("scr")
+    fwd.forget("scr")
+    assert fwd.current == "cam" and fwd.target is None
+    assert run(fwd, [video("cam", 3000)]) == [Q]

@@ -21,7 +21,9 @@ def test_hundred_joins_at_once_send_two_requests_per_second() -> None:
     coalescer = KeyframeCoalescer(min_interval=0.5)
     # 100 classrooms, each re-asking every 33 ms (once per gated frame) for one second
     sent = sum(
-        coalescer.request(frame / 30 + joiner * 1e-4) for frame in range(30) for joiner in range(100)
+        coalescer.request(frame / 30 + joiner * 1e-4)
+        for frame in range(30)
+        for joiner in range(100)
     )
     assert sent == 2
     assert coalescer.absorbed == 2998

@@ -16,7 +16,11 @@ from relay.errors import BadRequest, Conflict, NotFound
 
 AV = frozenset({"audio", "video"})
 V = frozenset({"video"})
-CAM_V, CAM_A, SCR_V = FeedKey("camera", "video"), FeedKey("camera", "audio"), FeedKey("screen", "video")
+CAM_V, CAM_A, SCR_V = (
+    FeedKey("camera", "video"),
+    FeedKey("camera", "audio"),
+    FeedKey("screen", "video"),
+)
 
 
 def assigned(events: list[Event]) -> dict[SlotKey, FeedKey | None]:

@@ -1,0 +1,57 @@
+"""Shared fixtures: a real relay on a free loopback port, and tokens for it."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from relay import tokens
+from relay.app import build_app
+from relay.config import Config, load_config
+from relay.context import CTX
+from relay.registry import Registry
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RelayUnderTest:
+    """A relay running in this event loop, with what tests need to talk to it."""
+
+    base: str
+    secret: bytes
+    config: Config
+    app: web.Application
+
+    def token(self, room: str, role: str, name: str = "", ttl: int = 3600) -> str:
+        return tokens.issue(self.secret, room, role, name or role, ttl)
+
+    @property
+    def registry(self) -> Registry:
+        return self.app[CTX].registry
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[RelayUnderTest]:
+    """A relay with defaults, data under tmp_path, on a free port; shut down after the test."""
+    port = free_port()
+    config = load_config(None, {}, {"port": port, "data_dir": str(tmp_path / "data")})
+    secret = b"test-secret-" + b"x" * 32
+    app = build_app(config, secret)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield RelayUnderTest(f"http://127.0.0.1:{port}", secret, config, app)
+    finally:
+        await runner.cleanup()

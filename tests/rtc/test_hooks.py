@@ -1,0 +1,45 @@
+"""The aiortc hooks must fail loudly, not silently, when aiortc changes under them."""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+import aiortc
+import pytest
+from aiortc import RTCPeerConnection
+
+from relay.rtc import hooks
+
+
+def test_installed_aiortc_has_every_hooked_attribute() -> None:
+    hooks.check_aiortc()
+
+
+def test_other_aiortc_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aiortc, "__version__", "1.17.0")
+    with pytest.raises(hooks.AiortcChanged, match=r"1\.17\.0"):
+        hooks.check_aiortc()
+
+
+async def test_tap_takes_frames_and_passes_shutdown_sentinel() -> None:
+    pc = RTCPeerConnection()
+    receiver = pc.addTransceiver("video", direction="recvonly").receiver
+    seen: list[Any] = []
+    hooks.tap_frames(receiver, lambda codec, frame: seen.append((codec, frame)))
+    decoder_queue: queue.Queue[Any] = getattr(receiver, hooks._DECODER_QUEUE)
+    decoder_queue.put(("codec", "frame"))
+    decoder_queue.put(None)
+    assert seen == [("codec", "frame")]
+    assert decoder_queue.get_nowait() is None  # only the sentinel reached the decoder thread
+    await pc.close()
+
+
+async def test_keyframe_request_hook_replaces_the_sender_flag() -> None:
+    pc = RTCPeerConnection()
+    sender = pc.addTransceiver("video", direction="sendonly").sender
+    calls: list[int] = []
+    hooks.on_keyframe_request(sender, lambda: calls.append(1))
+    sender._send_keyframe()
+    assert calls == [1]
+    await pc.close()

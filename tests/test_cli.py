@@ -1,0 +1,176 @@
+"""The `ketang` command line: token printing, serve wiring, errors and `python -m relay`."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from relay.cli import main, print_links
+from relay.config import Config, StorageConfig
+from relay.tokens import load_secret, verify
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's KETANG_* settings out of these tests."""
+    for name in list(os.environ):
+        if name.startswith("KETANG_"):
+            monkeypatch.delenv(name)
+
+
+def _secret(data_dir: Path) -> bytes:
+    return load_secret(Config().auth, data_dir)
+
+
+def test_token_prints_one_verifiable_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["token", "r1", "--role", "classroom", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and out.count("\n") == 1
+    grant = verify(_secret(tmp_path), out.strip(), "r1", {"classroom"})
+    assert (grant.role, grant.name) == ("classroom", "classroom")
+
+
+def test_token_name_and_ttl_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["token", "r1", "--role", "teacher", "--name", "Ms Li", "--ttl", "60"]
+    assert main([*argv, "--data-dir", str(tmp_path)]) == 0
+    grant = verify(_secret(tmp_path), capsys.readouterr().out.strip(), "r1", {"teacher"})
+    assert grant.name == "Ms Li"
+
+
+def test_admin_token_for_all_rooms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "*", "--role", "admin", "--data-dir", str(tmp_path)]) == 0
+    assert verify(_secret(tmp_path), capsys.readouterr().out.strip(), "any", {"admin"})
+
+
+def test_token_uses_secret_from_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KETANG_SECRET", "e" * 32)
+    assert main(["token", "r1", "--role", "teacher", "--data-dir", str(tmp_path)]) == 0
+    assert verify(b"e" * 32, capsys.readouterr().out.strip(), "r1", {"teacher"})
+    assert not (tmp_path / "secret").exists()
+
+
+@pytest.mark.parametrize("before_command", [True, False])
+def test_config_file_option_works_before_or_after_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], before_command: bool
+) -> None:
+    file = tmp_path / "k.toml"
+    file.write_text(f"[storage]\ndata_dir = '{tmp_path / 'd'}'\n")
+    command = ["token", "r1", "--role", "teacher"]
+    option = ["--config", str(file)]
+    assert main([*option, *command] if before_command else [*command, *option]) == 0
+    assert (tmp_path / "d" / "secret").exists()
+
+
+def test_config_file_from_environment_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "k.toml"
+    file.write_text(f"[storage]\ndata_dir = '{tmp_path / 'd'}'\n")
+    monkeypatch.setenv("KETANG_CONFIG", str(file))
+    assert main(["token", "r1", "--role", "teacher"]) == 0
+    assert (tmp_path / "d" / "secret").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["token", "r1", "--role", "student"], "invalid choice: 'student'"),
+        (["token", "r1"], "--role"),
+        (["token", "bad/room", "--role", "teacher"], "bad room name 'bad/room'"),
+        (["token", "*", "--role", "teacher"], "bad room name '*'"),
+        (["token", "r1", "--role", "teacher", "--ttl", "0"], "token_ttl must be positive"),
+        (["token", "r1", "--role", "teacher", "--config", "/nonexistent.toml"], "nonexistent"),
+        (["serve", "--port", "0"], "port must be 1..65535"),
+        (["serve", "--self-signed", "--tls-cert", "c", "--tls-key", "k"], "self_signed excludes"),
+        ([], "required: COMMAND"),
+    ],
+)
+def test_errors_exit_2_with_one_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main([*argv, "--data-dir", str(tmp_path)] if argv else argv) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"^ketang: error: .*{re.escape(message)}", err, re.MULTILINE), err
+
+
+def test_unknown_environment_variable_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KETANG_PROT", "1")
+    assert main(["token", "r1", "--role", "teacher", "--data-dir", str(tmp_path)]) == 2
+    assert "ketang: error: environment: unknown variable KETANG_PROT" in capsys.readouterr().err
+
+
+def test_print_links_gives_working_tokens_for_each_page(tmp_path: Path) -> None:
+    out = io.StringIO()
+    secret = b"s" * 32
+    print_links(Config(), secret, out=out)
+    text = out.getvalue()
+    tokens = dict(
+        re.findall(r"http://127\.0\.0\.1:8080/(teach/demo|class/demo|admin)\?token=(\S+)", text)
+    )
+    assert verify(secret, tokens["teach/demo"], "demo", {"teacher"}).role == "teacher"
+    assert verify(secret, tokens["class/demo"], "demo", {"classroom"}).role == "classroom"
+    assert verify(secret, tokens["admin"], "elsewhere", {"admin"}).room == "*"
+    assert "http://127.0.0.1:8080/whip/demo?source=camera" in text
+    assert "http://127.0.0.1:8080/whep/demo" in text
+
+
+@pytest.fixture
+def fake_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Config]]:
+    """Stand-in relay.app whose serve() records its config and returns at once."""
+    served: list[Config] = []
+
+    async def serve(config: Config) -> None:
+        served.append(config)
+
+    module = types.ModuleType("relay.app")
+    module.serve = serve  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "relay.app", module)
+    yield served
+
+
+def test_serve_passes_flags_to_app_and_prints_links(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_app: list[Config]
+) -> None:
+    argv = ["serve", "--port", "9000", "--data-dir", str(tmp_path), "--self-signed"]
+    assert main([*argv, "--public-url", "https://k.example"]) == 0
+    (config,) = fake_app
+    assert config.server.port == 9000 and config.server.self_signed
+    assert config.storage == StorageConfig(data_dir=tmp_path)
+    assert "https://k.example/teach/demo?token=" in capsys.readouterr().out
+
+
+def _run_module(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KETANG_")}
+    command = [sys.executable, "-m", "relay", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_python_m_relay_tokens_agree_across_invocations(tmp_path: Path) -> None:
+    first = _run_module("token", "r1", "--role", "teacher", "--data-dir", str(tmp_path))
+    second = _run_module("token", "r1", "--role", "classroom", "--data-dir", str(tmp_path))
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    secret = _secret(tmp_path)
+    assert verify(secret, first.stdout.strip(), "r1", {"teacher"}).role == "teacher"
+    assert verify(secret, second.stdout.strip(), "r1", {"classroom"}).role == "classroom"
+
+
+def test_python_m_relay_bad_role_exits_2() -> None:
+    result = _run_module("token", "r1", "--role", "nobody")
+    assert result.returncode == 2
+    assert "ketang: error:" in result.stderr and result.stdout == ""

@@ -1,0 +1,195 @@
+"""Every bad WHIP/WHEP request gets its exact status and leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from aiortc import RTCPeerConnection
+
+from tests.conftest import RelayUnderTest
+
+
+async def make_offer(kinds: list[str], direction: str) -> str:
+    """A real aiortc offer (ICE gathered), closed again right away."""
+    pc = RTCPeerConnection()
+    for kind in kinds:
+        pc.addTransceiver(kind, direction=direction)
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = str(pc.localDescription.sdp)
+    await pc.close()
+    return sdp
+
+
+@pytest.fixture(scope="module")
+def offers() -> dict[str, str]:
+    """Valid publisher and player offers to mutate."""
+
+    async def build() -> dict[str, str]:
+        return {
+            "whip": await make_offer(["audio", "video"], "sendonly"),
+            "whep": await make_offer(["audio", "video"], "recvonly"),
+        }
+
+    return asyncio.run(build())
+
+
+@dataclass(frozen=True)
+class Case:
+    path: str  # whip | whep
+    room: str = "r1"
+    token: tuple[str, str] | None = ("r1", "teacher")  # (room, role), None: no header
+    content_type: str = "application/sdp"
+    body: Callable[[str], str | bytes] = lambda sdp: sdp
+    query: str = ""
+    expired: bool = False
+
+
+def strip_codec(kind: str, codec: str) -> Callable[[str], str]:
+    """Remove a codec from every m-line so the offer has nothing we forward."""
+
+    def mutate(sdp: str) -> str:
+        lines = sdp.splitlines()
+        pts = {
+            ln.split()[0].split(":")[1]
+            for ln in lines
+            if ln.startswith("a=rtpmap:") and codec in ln
+        }
+        keep = [
+            ln for ln in lines if not any(f":{pt} " in ln or ln.endswith(f":{pt}") for pt in pts)
+        ]
+        return "\r\n".join(keep) + "\r\n"
+
+    return mutate
+
+
+def no_candidates(sdp: str) -> str:
+    return "\r\n".join(ln for ln in sdp.splitlines() if not ln.startswith("a=candidate")) + "\r\n"
+
+
+CASES = {
+    "missing token": (Case("whip", token=None), 401),
+    "expired token": (Case("whip", expired=True), 401),
+    "garbage token": (Case("whip", token=("garbage", "x")), 401),
+    "token for another room": (Case("whip", token=("r2", "teacher")), 403),
+    "classroom token publishing": (Case("whip", token=("r1", "classroom")), 403),
+    "teacher token playing": (Case("whep", token=("r1", "teacher")), 403),
+    "wrong content type": (Case("whip", content_type="text/plain"), 415),
+    "oversize body": (Case("whip", body=lambda sdp: sdp + "a=x-pad:" + "p" * 70_000 + "\r\n"), 413),
+    "not SDP at all": (Case("whip", body=lambda _: "hello"), 400),
+    "truncated SDP": (Case("whip", body=lambda sdp: sdp[:200]), 400),
+    "binary body": (Case("whip", body=lambda _: b"\xff\xfe\x00v=0"), 400),
+    "bad source": (Case("whip", query="?source=blackboard"), 400),
+    "bad room name": (Case("whip", room="-r1", token=("r1", "teacher")), 400),
+    "publisher offer that only receives": (Case("whep", token=("r1", "classroom")), 400),
+    "no VP8 in publisher offer": (Case("whip", body=strip_codec("video", "VP8")), 400),
+    "no Opus in player offer": (
+        Case("whep", token=("r1", "classroom"), body=strip_codec("audio", "opus")),
+        400,
+    ),
+    "offer without candidates": (Case("whip", body=no_candidates), 400),
+}
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    # no keep-alive: a request's server-side handler task ends with it, so leaks show
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        yield session
+
+
+@pytest.mark.parametrize("name", list(CASES))
+async def test_bad_request_gets_exact_status_and_leaks_nothing(
+    name: str, relay: RelayUnderTest, offers: dict[str, str], http: aiohttp.ClientSession
+) -> None:
+    case, status = CASES[name]
+    # a "publisher offer that only receives" is a WHEP request carrying the WHIP offer
+    kind = "whip" if name == "publisher offer that only receives" else case.path
+    headers = {"Content-Type": case.content_type}
+    if case.token is not None:
+        room, role = case.token
+        ttl = -120 if case.expired else 3600
+        token = "not.a.jwt" if room == "garbage" else relay.token(room, role, ttl=ttl)
+        headers["Authorization"] = f"Bearer {token}"
+    tasks_before, fds_before = len(asyncio.all_tasks()), open_fds()
+    url = f"{relay.base}/{case.path}/{case.room}{case.query}"
+    async with http.post(url, data=case.body(offers[kind]), headers=headers) as response:
+        text = await response.text()
+    assert response.status == status, text
+    assert text.strip() and "\n" not in text.strip()  # one-line reason
+    assert list(relay.registry) == []
+    assert await settled(
+        lambda: len(asyncio.all_tasks()) <= tasks_before and open_fds() <= fds_before
+    )
+
+
+async def settled(check: Callable[[], bool], timeout: float = 2.0) -> bool:
+    """Poll `check` until it holds: connection teardown finishes a few loop turns later."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+@pytest.mark.parametrize(
+    ("path", "role", "status"),
+    [
+        ("/whip/r1/nosuchsession", "teacher", 404),
+        ("/whep/r1/nosuchsession", "classroom", 404),
+        ("/whep/r1/nosuchsession", "teacher", 403),
+    ],
+)
+async def test_delete_of_unknown_session(
+    path: str, role: str, status: int, relay: RelayUnderTest, http: aiohttp.ClientSession
+) -> None:
+    headers = {"Authorization": f"Bearer {relay.token('r1', role)}"}
+    async with http.delete(relay.base + path, headers=headers) as response:
+        assert response.status == status
+
+
+async def test_second_live_publisher_for_a_source_gets_409_and_first_keeps_going(
+    relay: RelayUnderTest, http: aiohttp.ClientSession
+) -> None:
+    from tests.media import CounterVideoTrack
+    from tests.peers import whip_publish
+
+    token = relay.token("r1", "teacher")
+    first = await whip_publish(relay.base, "r1", token, "camera", CounterVideoTrack(), None)
+    try:
+        deadline = time.monotonic() + 5
+        room = relay.registry.find("r1")
+        assert room is not None
+        while time.monotonic() < deadline and not any(u.frames for u in room.upstreams.values()):
+            await asyncio.sleep(0.05)
+        offer = await make_offer(["video"], "sendonly")
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+        async with http.post(
+            f"{relay.base}/whip/r1?source=camera", data=offer, headers=headers
+        ) as r:
+            assert r.status == 409
+        assert len(room.publishers) == 1
+    finally:
+        await first.close()
+
+
+async def test_patch_is_not_supported(relay: RelayUnderTest, http: aiohttp.ClientSession) -> None:
+    headers = {"Authorization": f"Bearer {relay.token('r1', 'teacher')}"}
+    async with http.patch(f"{relay.base}/whip/r1/x", headers=headers) as response:
+        assert response.status == 405
+
+
+async def test_healthz_reports_ok(relay: RelayUnderTest, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{relay.base}/healthz") as response:
+        assert response.status == 200
+        assert (await response.json())["status"] == "ok"
