@@ -1,21 +1,24 @@
-"""The `ketang` command line: token printing, serve wiring, errors and `python -m relay`."""
+"""The `ketang` command line: token printing, a real `serve`, errors and `python -m relay`."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
-import types
-from collections.abc import Iterator
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from relay.cli import main, print_links
-from relay.config import Config, StorageConfig
+from relay.config import Config
 from relay.tokens import load_secret, verify
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,44 +118,47 @@ def test_unknown_environment_variable_exits_2(
     assert "ketang: error: environment: unknown variable KETANG_PROT" in capsys.readouterr().err
 
 
-def test_print_links_gives_working_tokens_for_each_page(tmp_path: Path) -> None:
+def test_print_links_gives_working_tokens(tmp_path: Path) -> None:
     out = io.StringIO()
     secret = b"s" * 32
     print_links(Config(), secret, out=out)
     text = out.getvalue()
-    tokens = dict(
-        re.findall(r"http://127\.0\.0\.1:8080/(teach/demo|class/demo|admin)\?token=(\S+)", text)
-    )
-    assert verify(secret, tokens["teach/demo"], "demo", {"teacher"}).role == "teacher"
-    assert verify(secret, tokens["class/demo"], "demo", {"classroom"}).role == "classroom"
-    assert verify(secret, tokens["admin"], "elsewhere", {"admin"}).room == "*"
+    teacher, classroom = re.findall(r"Authorization: Bearer (\S+)", text)
+    assert verify(secret, teacher, "demo", {"teacher"}).role == "teacher"
+    assert verify(secret, classroom, "demo", {"classroom"}).role == "classroom"
     assert "http://127.0.0.1:8080/whip/demo?source=camera" in text
     assert "http://127.0.0.1:8080/whep/demo" in text
 
 
-@pytest.fixture
-def fake_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Config]]:
-    """Stand-in relay.app whose serve() records its config and returns at once."""
-    served: list[Config] = []
+def test_serve_runs_the_relay_until_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KETANG_")}
+    command = [sys.executable, "-m", "relay", "serve", "--port", str(port)]
+    command += ["--data-dir", str(tmp_path), "--public-url", "https://k.example"]
+    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as relay:
+        try:
+            health = _poll_json(f"http://127.0.0.1:{port}/healthz", timeout=20)
+            assert health["status"] == "ok"
+        finally:
+            relay.send_signal(signal.SIGTERM)
+            out, _ = relay.communicate(timeout=20)
+    assert relay.returncode == 0
+    assert "https://k.example/whip/demo?source=camera" in out
+    assert (tmp_path / "secret").stat().st_mode & 0o777 == 0o600
 
-    async def serve(config: Config) -> None:
-        served.append(config)
 
-    module = types.ModuleType("relay.app")
-    module.serve = serve  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "relay.app", module)
-    yield served
-
-
-def test_serve_passes_flags_to_app_and_prints_links(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_app: list[Config]
-) -> None:
-    argv = ["serve", "--port", "9000", "--data-dir", str(tmp_path), "--self-signed"]
-    assert main([*argv, "--public-url", "https://k.example"]) == 0
-    (config,) = fake_app
-    assert config.server.port == 9000 and config.server.self_signed
-    assert config.storage == StorageConfig(data_dir=tmp_path)
-    assert "https://k.example/teach/demo?token=" in capsys.readouterr().out
+def _poll_json(url: str, timeout: float) -> dict[str, object]:
+    """GET `url` until it answers, as a client waiting for a starting server would."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                body: dict[str, object] = json.load(response)
+                return body
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _run_module(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,111 @@
+"""Classroom feedback stays at the relay: NACKs answered from its history, PLIs coalesced."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
+
+from relay.rtc.session import PlaySession
+from tests.conftest import RelayUnderTest
+from tests.media import TAG_CAMERA, CounterVideoTrack, ToneAudioTrack
+from tests.peers import Publication, whep_play, whip_publish
+
+ROOM = "feedback"
+
+
+class TeacherFeedback:
+    """Counts the NACKs and keyframe requests that reach the teacher's video sender."""
+
+    def __init__(self, publication: Publication) -> None:
+        self.nacks = 0
+        self.plis = 0
+        sender = next(t.sender for t in publication.pc.getTransceivers() if t.kind == "video")
+        handle: Callable[[Any], Any] = sender._handle_rtcp_packet
+        send_keyframe: Callable[[], None] = sender._send_keyframe
+
+        async def counting_handle(packet: Any) -> None:
+            if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+                self.nacks += 1
+            await handle(packet)
+
+        def counting_keyframe() -> None:
+            self.plis += 1
+            send_keyframe()
+
+        # instance overrides, to observe what aiortc's sender is handed
+        setattr(sender, "_handle_rtcp_packet", counting_handle)  # noqa: B010
+        setattr(sender, "_send_keyframe", counting_keyframe)  # noqa: B010
+
+
+def lossy(session: PlaySession, loss: float, seed: int = 7) -> list[int]:
+    """Drop a share of the relay's RTP towards one classroom (RTCP passes); returns a counter."""
+    transport = session.pc.getTransceivers()[0].sender.transport
+    send = transport._send_rtp
+    rng = random.Random(seed)
+    dropped = [0]
+
+    async def maybe_send(data: bytes) -> None:
+        is_rtcp = len(data) > 1 and 192 <= data[1] <= 223  # RFC 5761 §4 demultiplexing
+        if not is_rtcp and rng.random() < loss:
+            dropped[0] += 1
+            return
+        await send(data)
+
+    setattr(transport, "_send_rtp", maybe_send)  # noqa: B010 (fault injection on one link)
+    return dropped
+
+
+async def publish(relay: RelayUnderTest) -> tuple[Publication, TeacherFeedback]:
+    token = relay.token(ROOM, "teacher")
+    video = CounterVideoTrack(tag=TAG_CAMERA)
+    publication = await whip_publish(relay.base, ROOM, token, "camera", video, ToneAudioTrack())
+    return publication, TeacherFeedback(publication)
+
+
+@pytest.mark.timeout(60)
+async def test_classroom_nacks_are_answered_by_the_relay_not_the_teacher(
+    relay: RelayUnderTest,
+) -> None:
+    publication, teacher = await publish(relay)
+    classroom = await whep_play(relay.base, ROOM, relay.token(ROOM, "classroom"))
+    try:
+        await classroom.wait_frames(0, 10, TAG_CAMERA)
+        room = relay.registry.find(ROOM)
+        assert room is not None
+        dropped = lossy(next(iter(room.players.values())), loss=0.05)
+        frames = await classroom.wait_frames(0, 150, TAG_CAMERA, timeout=20)
+        assert dropped[0] > 10  # the link really lost packets
+        numbers = [f.number for f in frames]
+        # retransmitted from the relay: almost every frame decodes, in order
+        assert len(set(numbers)) >= 0.9 * (numbers[-1] - numbers[0] + 1)
+        assert teacher.nacks == 0
+    finally:
+        await classroom.close()
+        await publication.close()
+
+
+@pytest.mark.timeout(60)
+async def test_many_classrooms_joining_at_once_cost_the_teacher_few_keyframes(
+    relay: RelayUnderTest,
+) -> None:
+    publication, teacher = await publish(relay)
+    classrooms = []
+    try:
+        await asyncio.sleep(1.0)
+        before = teacher.plis
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        tokens = [relay.token(ROOM, "classroom", f"school {i}") for i in range(12)]
+        classrooms = list(await asyncio.gather(*(whep_play(relay.base, ROOM, t) for t in tokens)))
+        await asyncio.gather(*(c.wait_frames(0, 30, TAG_CAMERA) for c in classrooms))
+        elapsed = loop.time() - started
+        min_interval = relay.config.media.keyframe_min_interval
+        assert teacher.plis - before <= elapsed / min_interval + 1
+    finally:
+        await asyncio.gather(*(c.close() for c in classrooms))
+        await publication.close()
