@@ -131,6 +131,9 @@ def print_links(
 def _run_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the relay until SIGINT/SIGTERM, after printing links to it."""
     config = _load(args, _SERVE_FLAGS, env)
+    if config.storage.redis_url is not None:
+        # refuse rather than silently run single-node while the operator expects shared state
+        raise ConfigError("redis_url: multi-node state through Redis is not implemented yet")
     print_links(config, load_secret(config.auth, config.storage.data_dir))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from relay.app import serve  # lazy: `ketang token` must not import the media stack
