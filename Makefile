@@ -11,6 +11,8 @@ APT_PACKAGES := redis-server
 .PHONY: run test lint typecheck pytest system-deps clean
 
 $(STAMP): pyproject.toml
+	@# Debian splits venv/ensurepip into python3-venv
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(MAKE) --no-print-directory system-deps APT_PACKAGES=python3-venv
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'

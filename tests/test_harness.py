@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import av
 import numpy as np
 import pytest
-from aiohttp import web
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaRelay
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from tests.media import (
     MAX_TAG,
@@ -29,14 +26,9 @@ from tests.peers import (
     FrameLog,
     MediaSink,
     Publication,
-    SignallingError,
-    delete_session,
     local_answer,
     local_offer,
     new_peer_connection,
-    post_sdp,
-    whep_play,
-    whip_publish,
 )
 
 MAX_NUMBER = NUMBER_MODULUS - 1
@@ -214,118 +206,7 @@ async def test_real_peers_carry_audio(link: Link) -> None:
     assert link.sink.audio.max_gap(since=link.sink.audio.times[-100]) < 0.5
 
 
-TOKEN = "teacher-and-class"
-
-
-class Reflector:
-    """A minimal WHIP/WHEP endpoint built from aiortc's MediaRelay, to prove the clients' HTTP."""
-
-    def __init__(self) -> None:
-        self.relay = MediaRelay()
-        self.published: dict[str, MediaStreamTrack] = {}
-        self.sessions: dict[str, RTCPeerConnection] = {}
-
-    def app(self) -> web.Application:
-        """Routes with the shapes the real relay serves."""
-        app = web.Application()
-        app.router.add_post("/whip/{room}", self.whip)
-        app.router.add_post("/whep/{room}", self.whep)
-        app.router.add_delete("/{kind}/{room}/{session}", self.delete)
-        return app
-
-    async def whip(self, request: web.Request) -> web.Response:
-        """Keep the teacher's tracks under keys "camera", "screen" and "audio"."""
-        source = request.query["source"]
-        pc = await self._accept(request)
-        for transceiver in pc.getTransceivers():
-            key = source if transceiver.kind == "video" else "audio"
-            self.published[key] = transceiver.receiver.track
-        return await self._answer(request, pc)
-
-    async def whep(self, request: web.Request) -> web.Response:
-        """Send audio, then camera and screen, into the classroom's m-lines in order."""
-        pc = await self._accept(request)
-        for key in ("audio", "camera", "screen"):
-            if key in self.published:
-                pc.addTrack(self.relay.subscribe(self.published[key]))
-        return await self._answer(request, pc)
-
-    async def delete(self, request: web.Request) -> web.Response:
-        """End one session; 404 when it is unknown."""
-        pc = self.sessions.pop(request.match_info["session"], None)
-        if pc is None:
-            raise web.HTTPNotFound()
-        await pc.close()
-        return web.Response()
-
-    async def _accept(self, request: web.Request) -> RTCPeerConnection:
-        """Check the bearer and content type, and apply the offer to a new peer."""
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
-            raise web.HTTPUnauthorized()
-        if request.content_type != "application/sdp":
-            raise web.HTTPUnsupportedMediaType()
-        pc = new_peer_connection()
-        await pc.setRemoteDescription(RTCSessionDescription(await request.text(), "offer"))
-        return pc
-
-    async def _answer(self, request: web.Request, pc: RTCPeerConnection) -> web.Response:
-        """201 with a relative Location and the answer."""
-        session = uuid.uuid4().hex
-        self.sessions[session] = pc
-        location = f"{request.path}/{session}"
-        sdp = await local_answer(pc)
-        return web.Response(status=201, text=sdp, headers={"Location": location})
-
-
-@pytest.fixture
-async def reflector() -> AsyncIterator[tuple[str, Reflector]]:
-    """A Reflector on a free loopback port, every peer closed afterwards."""
-    state = Reflector()
-    runner = web.AppRunner(state.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", state
-    finally:
-        for pc in state.sessions.values():
-            await pc.close()
-        await runner.cleanup()
-
-
-async def test_whip_and_whep_carry_both_sources_through_a_server(
-    reflector: tuple[str, Reflector],
-) -> None:
-    base, server = reflector
-    camera = await whip_publish(base, "r1", TOKEN, "camera", CounterVideoTrack(), ToneAudioTrack())
-    screen = await whip_publish(base, "r1", TOKEN, "screen", CounterVideoTrack(TAG_SCREEN), None)
-    play = await whep_play(base, "r1", TOKEN, video_slots=2)
-    try:
-        assert play.location.startswith(f"{base}/whep/r1/")
-        await play.wait_frames(0, 30, tag=TAG_CAMERA)
-        await play.wait_frames(1, 30, tag=TAG_SCREEN)
-        await play.audio.wait_frames(25)
-        assert play.video[0].increasing() and play.video[1].increasing()
-    finally:
-        assert await play.close() == 200
-        assert await screen.close() == 200
-    await camera.drop()
-    assert camera.location.rsplit("/", 1)[1] in server.sessions
-    assert await delete_session(screen.location, TOKEN) == 404
-
-
-async def test_refused_offer_raises_with_status(reflector: tuple[str, Reflector]) -> None:
-    base, _ = reflector
-    with pytest.raises(SignallingError) as refused:
-        await whep_play(base, "r1", "wrong-token")
-    assert refused.value.status == 401
-
-
-async def test_post_sdp_passes_bad_input_through(reflector: tuple[str, Reflector]) -> None:
-    base, _ = reflector
-    reply = await post_sdp(f"{base}/whep/r1", TOKEN, "v=0\r\n", content_type="text/plain")
-    assert (reply.status, reply.location) == (415, None)
+TOKEN = "any-token"
 
 
 async def test_close_tolerates_a_vanished_server() -> None:
