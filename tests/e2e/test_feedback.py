@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
 
+from monitoring.metrics import REGISTRY
 from relay.rtc.session import PlaySession
 from tests.conftest import RelayUnderTest
 from tests.media import TAG_CAMERA, CounterVideoTrack, ToneAudioTrack
@@ -108,4 +109,51 @@ async def test_many_classrooms_joining_at_once_cost_the_teacher_few_keyframes(
         assert teacher.plis - before <= elapsed / min_interval + 1
     finally:
         await asyncio.gather(*(c.close() for c in classrooms))
+        await publication.close()
+
+
+def overflow_drops() -> float:
+    return REGISTRY.get_sample_value("ketang_dropped_frames_total", {"reason": "overflow"}) or 0.0
+
+
+def throttled(session: PlaySession, delay: float) -> None:
+    """Make the relay's sends to one classroom take `delay` each, as a congested host would."""
+    transport = session.pc.getTransceivers()[0].sender.transport
+    send = transport._send_rtp
+
+    async def slow_send(data: bytes) -> None:
+        await asyncio.sleep(delay)
+        await send(data)
+
+    setattr(transport, "_send_rtp", slow_send)  # noqa: B010 (fault injection on one link)
+
+
+@pytest.mark.timeout(60)
+async def test_a_slow_classroom_drops_its_own_backlog_and_never_slows_the_others(
+    relay: RelayUnderTest,
+) -> None:
+    publication, _ = await publish(relay)
+    token = relay.token(ROOM, "classroom")
+    fast = await whep_play(relay.base, ROOM, token)
+    slow = await whep_play(relay.base, ROOM, token)
+    try:
+        await asyncio.gather(fast.wait_frames(0, 10, TAG_CAMERA), slow.wait_frames(0, 10))
+        room = relay.registry.find(ROOM)
+        assert room is not None
+        slow_session = room.players[slow.location.rsplit("/", 1)[1]]
+        overflows = overflow_drops()
+        throttled(slow_session, delay=0.1)  # 10 packets/s per sender: far below the stream
+        await asyncio.sleep(4.0)
+        assert overflow_drops() > overflows  # the backlog was dropped, not kept
+        now = asyncio.get_running_loop().time()
+        assert fast.video[0].fps(now, 3.0) >= 25.0
+        assert fast.video[0].max_gap(since=now - 3.0) < 0.2
+        video = next(t for s, t in slow_session.tracks.items() if s.kind == "video")
+        audio = next(t for s, t in slow_session.tracks.items() if s.kind == "audio")
+        # the slow classroom's queues stay bounded instead of growing without end
+        assert len(video.forwarder) <= relay.config.media.video_queue_frames
+        assert len(audio.forwarder) <= relay.config.media.audio_queue_packets
+    finally:
+        await fast.close()
+        await slow.close()
         await publication.close()
