@@ -68,6 +68,10 @@ class MediaConfig:
     video_queue_frames: int = 30
     # Per-classroom audio queue bound in packets: about 1 s of 20 ms Opus.
     audio_queue_packets: int = 50
+    # Frames kept since the teacher's last keyframe (0.5 s at 30 fps) and replayed to a joining
+    # classroom, so it starts at once instead of waiting for a new keyframe (Galène and Janus
+    # replay cached keyframes too); older GOPs are not replayed and a keyframe is requested.
+    gop_cache_frames: int = 15
     # Largest SDP offer accepted, in bytes; larger bodies get 413.
     max_sdp_bytes: int = 65536
 

@@ -67,7 +67,7 @@ class RoomRuntime:
         await self._evict_stale(source)
         session = PublishSession(self.name, new_session_id(), teacher, source, self._on_dead)
         try:
-            answer = await session.start(offer, shape.kinds, self.media.keyframe_min_interval)
+            answer = await session.start(offer, shape.kinds, self.media)
             events = self.model.publish(session.id, source, teacher, shape.kinds)
         except BaseException:
             await close_quietly(session)

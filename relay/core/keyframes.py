@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from relay.core.forwarder import Frame
+
 
 class KeyframeCoalescer:
     """Lets a keyframe request go upstream at most once per `min_interval` seconds."""
@@ -39,3 +41,33 @@ class KeyframeCoalescer:
     def answered(self) -> bool:
         """True when a keyframe arrived after the last request went upstream."""
         return self._last_keyframe >= self._last_sent
+
+
+class GopCache:
+    """The frames since the last keyframe, while few enough to replay to a joining classroom.
+
+    A classroom can start decoding at a keyframe followed by every frame after it. Replaying a
+    short GOP gives a joiner a picture without a new keyframe from the teacher; a long one
+    would burst too much into a weak link, so past `max_frames` the cache empties until the
+    next keyframe.
+    """
+
+    __slots__ = ("_frames", "max_frames")
+
+    def __init__(self, max_frames: int) -> None:
+        self.max_frames = max_frames
+        self._frames: list[Frame] = []
+
+    def add(self, frame: Frame) -> None:
+        """Record a frame from upstream."""
+        if frame.keyframe:
+            self._frames = [frame]
+        elif self._frames:
+            if len(self._frames) < self.max_frames:
+                self._frames.append(frame)
+            else:
+                self._frames = []
+
+    def replay(self) -> tuple[Frame, ...]:
+        """The cached GOP, keyframe first; empty when there is none to offer."""
+        return tuple(self._frames)

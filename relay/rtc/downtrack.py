@@ -46,8 +46,18 @@ class DownTrack(MediaStreamTrack):
             upstream.listeners.add(self)
             self._listening.add(upstream)
             if self.forwarder.wants_keyframe:
-                upstream.request_keyframe()
+                self._start_from(upstream)
         self._prune()
+
+    def _start_from(self, upstream: Upstream) -> None:
+        """Replay the upstream's short GOP if it has one, else ask for a keyframe."""
+        cached = upstream.gop.replay()
+        if not cached:
+            upstream.request_keyframe()
+            return
+        now = asyncio.get_running_loop().time()
+        for frame in cached:
+            self.push(frame, now)
 
     def push(self, frame: Frame, now: float) -> None:
         """Offer one upstream frame; called by Upstream's fan-out, never raises."""

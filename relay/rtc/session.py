@@ -18,6 +18,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from relay.config import MediaConfig
 from relay.core.model import FeedKey, SlotKey
 from relay.errors import BadRequest
 from relay.rtc import hooks
@@ -84,7 +85,7 @@ class PublishSession(Session):
         self.source = source
         self.upstreams: dict[FeedKey, Upstream] = {}
 
-    async def start(self, offer: str, kinds: frozenset[str], kf_interval: float) -> str:
+    async def start(self, offer: str, kinds: frozenset[str], media: MediaConfig) -> str:
         """Negotiate receive-only transceivers and tap their receivers; returns the answer."""
         transceivers: dict[str, RTCRtpTransceiver] = {}
         for kind in sorted(kinds):
@@ -93,7 +94,7 @@ class PublishSession(Session):
         answer = await self._answer(offer)
         for kind, transceiver in transceivers.items():
             feed = FeedKey(self.source, kind)
-            self.upstreams[feed] = Upstream(self.room, feed, transceiver.receiver, kf_interval)
+            self.upstreams[feed] = Upstream(self.room, feed, transceiver.receiver, media)
         return answer
 
     def last_media_at(self) -> float | None:

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from monitoring import metrics
+from relay.config import MediaConfig
 from relay.core.codecs import AUDIO_CLOCK_RATE, VIDEO_CLOCK_RATE, is_vp8_keyframe
 from relay.core.forwarder import Frame
-from relay.core.keyframes import KeyframeCoalescer
+from relay.core.keyframes import GopCache, KeyframeCoalescer
 from relay.core.model import FeedKey
 from relay.rtc import hooks
 
@@ -30,14 +31,15 @@ class Upstream:
     """Fans one teacher track's encoded frames out to the down tracks listening to it."""
 
     def __init__(
-        self, room: str, feed: FeedKey, receiver: RTCRtpReceiver, kf_interval: float
+        self, room: str, feed: FeedKey, receiver: RTCRtpReceiver, media: MediaConfig
     ) -> None:
         self.room = room
         self.feed = feed
         self.video = feed.kind == "video"
         self.clock_rate = VIDEO_CLOCK_RATE if self.video else AUDIO_CLOCK_RATE
         self.listeners: set[DownTrack] = set()
-        self.coalescer = KeyframeCoalescer(kf_interval)
+        self.coalescer = KeyframeCoalescer(media.keyframe_min_interval)
+        self.gop = GopCache(media.gop_cache_frames)
         self.frames = 0
         self.keyframes = 0
         self.last_frame_at: float | None = None
@@ -65,6 +67,8 @@ class Upstream:
         self.frames += 1
         self.last_frame_at = now
         frame = Frame(self, data, timestamp, keyframe)
+        if self.video:
+            self.gop.add(frame)
         for listener in tuple(self.listeners):
             listener.push(frame, now)
         metrics.count_ingest(self.feed.kind, len(data))

@@ -1,6 +1,7 @@
 import pytest
 
-from relay.core.keyframes import KeyframeCoalescer
+from relay.core.forwarder import Frame
+from relay.core.keyframes import GopCache, KeyframeCoalescer
 
 
 @pytest.mark.parametrize(
@@ -36,3 +37,28 @@ def test_answered_tracks_keyframes_after_the_last_request() -> None:
     assert not coalescer.answered()
     coalescer.keyframe_seen(1.2)
     assert coalescer.answered()
+
+
+def frame(ts: int, key: bool = False) -> Frame:
+    return Frame("cam", b"k" if key else b"d", ts, key)
+
+
+@pytest.mark.parametrize(
+    ("frames", "replayed"),
+    [
+        ([], []),
+        ([frame(0), frame(1)], []),  # no keyframe seen yet
+        ([frame(0, True), frame(1), frame(2)], [0, 1, 2]),
+        ([frame(0, True), frame(1), frame(2, True), frame(3)], [2, 3]),
+        # past max_frames the GOP is too long to burst into a link: nothing until the next key
+        ([frame(0, True), frame(1), frame(2), frame(3)], []),
+        ([frame(0, True), frame(1), frame(2), frame(3), frame(4, True)], [4]),
+    ],
+)
+def test_gop_cache_replays_only_short_gops_from_their_keyframe(
+    frames: list[Frame], replayed: list[int]
+) -> None:
+    cache = GopCache(max_frames=3)
+    for f in frames:
+        cache.add(f)
+    assert [f.timestamp for f in cache.replay()] == replayed
