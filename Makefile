@@ -6,9 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # Debian packages the test suite drives for real (installed only when absent).
-APT_PACKAGES := redis-server
+APT_PACKAGES := redis-server janus
 
-.PHONY: run test lint typecheck pytest system-deps clean
+.PHONY: run test bench lint typecheck pytest system-deps clean
 
 $(STAMP): pyproject.toml
 	@# Debian splits venv/ensurepip into python3-venv
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/ketang serve
+
+# The benchmark against Janus on this machine; pass options with BENCH_ARGS="--classrooms 10,50".
+bench: $(STAMP) system-deps
+	$(BIN)/ketang bench --peer janus $(BENCH_ARGS)
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \

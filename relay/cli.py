@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(commands, common)
     _add_token(commands, common)
+    from relay.bench.command import add_parser as add_bench
+
+    add_bench(commands, common)
     return parser
 
 

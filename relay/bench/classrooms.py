@@ -1,0 +1,126 @@
+"""Benchmark classrooms, run in worker processes so they never compete with the server's core.
+
+A classroom reassembles frames like any receiver (SRTP, jitter buffer, NACK, RTCP) but does not
+decode: the frame trailer gives its number and send time. The worker answers commands from the
+runner over a pipe: join N classrooms at once, report counters, leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from aiortc import RTCPeerConnection
+
+from relay.bench.media import read_stamp
+from relay.bench.targets import PEER_CONFIG, Closer, Plan, subscribe
+from relay.rtc import hooks
+
+
+@dataclass(slots=True)
+class Counters:
+    """What one classroom received, reported to the runner as plain data."""
+
+    joined_ns: int = 0
+    answered_ns: int = 0  # signalling done: the server's answer applied
+    first_ns: int = 0  # first complete video frame
+    frames: int = 0
+    audio: int = 0
+    first_number: int = -1
+    last_number: int = -1
+    latencies_ns: list[int] = field(default_factory=list)
+
+    def video(self, data: bytes) -> None:
+        """Count one complete video frame and its latency."""
+        now = time.monotonic_ns()
+        stamp = read_stamp(data)
+        if stamp is None:
+            return
+        number, sent_ns = stamp
+        if self.frames == 0:
+            self.first_ns, self.first_number = now, number
+        self.frames += 1
+        self.last_number = max(self.last_number, number)
+        self.latencies_ns.append(now - sent_ns)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters so far; latencies are handed over once and then forgotten."""
+        expected = self.last_number - self.first_number + 1 if self.frames else 0
+        report = {
+            "join_s": (self.first_ns - self.joined_ns) / 1e9 if self.frames else None,
+            "signalling_s": (self.answered_ns - self.joined_ns) / 1e9 if self.answered_ns else None,
+            "frames": self.frames,
+            "lost": max(expected - self.frames, 0),
+            "audio": self.audio,
+            "latencies_ns": self.latencies_ns,
+        }
+        self.latencies_ns = []
+        return report
+
+
+class Classroom:
+    """One receiving peer and its counters."""
+
+    def __init__(self) -> None:
+        self.pc = RTCPeerConnection(PEER_CONFIG)
+        self.counters = Counters()
+        self._close: Closer | None = None
+
+    def _tap(self, pc: RTCPeerConnection) -> None:
+        """Take frames before the decoder: the benchmark must not spend its core decoding."""
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":
+                hooks.tap_frames(transceiver.receiver, lambda _c, f: self.counters.video(f.data))
+            else:
+                hooks.tap_frames(transceiver.receiver, lambda _c, _f: self._audio())
+
+    def _audio(self) -> None:
+        self.counters.audio += 1
+
+    async def join(self, plan: Plan) -> None:
+        self.counters.joined_ns = time.monotonic_ns()
+        self._close = await subscribe(plan, self.pc, self._tap)
+        self.counters.answered_ns = time.monotonic_ns()
+
+    async def leave(self) -> None:
+        if self._close is not None:
+            with contextlib.suppress(Exception):  # the server may be gone already
+                await asyncio.wait_for(self._close(), 5)
+        await self.pc.close()
+
+
+async def _serve(conn: Connection, plan: Plan) -> None:
+    """Answer the runner's commands until told to quit."""
+    classrooms: list[Classroom] = []
+    loop = asyncio.get_running_loop()
+    while True:
+        command, arg = await loop.run_in_executor(None, conn.recv)
+        if command == "join":
+            fresh = [Classroom() for _ in range(arg)]
+            await asyncio.gather(*(c.join(plan) for c in fresh))
+            classrooms += fresh
+            conn.send(len(classrooms))
+        elif command == "snapshot":
+            conn.send([c.counters.snapshot() for c in classrooms])
+        elif command == "leave":
+            await asyncio.gather(*(c.leave() for c in classrooms))
+            classrooms = []
+            conn.send(0)
+        elif command == "cpu":
+            times = os.times()
+            conn.send(times.user + times.system)
+        else:
+            await asyncio.gather(*(c.leave() for c in classrooms))
+            conn.send(None)
+            return
+
+
+def worker_main(conn: Connection, plan: Plan, cores: set[int]) -> None:
+    """Process entry point: pin to the client cores and serve commands."""
+    os.sched_setaffinity(0, cores)
+    asyncio.run(_serve(conn, plan))

@@ -1,0 +1,123 @@
+"""`ketang bench`: argument parsing, progress display and result files."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from relay.config import ConfigError
+
+if TYPE_CHECKING:
+    from relay.bench.runner import BenchOptions
+
+SMOKE = {
+    "counts": (3,),
+    "seconds": 2.0,
+    "warmup": 1.0,
+    "clip_seconds": 2.0,
+    "width": 640,
+    "height": 360,
+    "bitrate": 500_000,
+    "workers": 1,
+}
+
+
+def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Register `bench` on the main parser."""
+    bench = commands.add_parser(
+        "bench", parents=[common], help="measure classrooms per core, join time, latency"
+    )
+    bench.add_argument(
+        "--peer",
+        action="append",
+        choices=["janus"],
+        default=[],
+        help="also run the same lesson against this server (apt-installed if missing)",
+    )
+    bench.add_argument(
+        "--classrooms", default="10,25,50,100", help="comma-separated N (default 10,25,50,100)"
+    )
+    bench.add_argument("--seconds", type=float, default=10.0, help="measurement window per N")
+    bench.add_argument("--workers", type=int, default=2, help="classroom worker processes")
+    bench.add_argument(
+        "--results", type=Path, help="results directory (default bench-results/<time>)"
+    )
+    bench.add_argument(
+        "--server-cores", default="0", help="CPUs the server is pinned to (default 0)"
+    )
+    bench.add_argument(
+        "--client-cores", default="1", help="CPUs for the publisher and classrooms (default 1)"
+    )
+    bench.add_argument("--smoke", action="store_true", help="a few seconds at N=3 at 360p, for CI")
+    bench.set_defaults(run=run_command)
+
+
+def options_from(args: argparse.Namespace) -> BenchOptions:
+    """Bench options from the command line."""
+    from relay.bench.runner import BenchOptions  # lazy: parsing must not load the media stack
+
+    results = args.results or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
+    peers = ("ketang", *dict.fromkeys(args.peer))
+    server_cores, client_cores = _cores(args.server_cores), _cores(args.client_cores)
+    if args.smoke:
+        return BenchOptions(
+            peers=peers,
+            workdir=results,
+            server_cores=server_cores,
+            client_cores=client_cores,
+            **SMOKE,  # type: ignore[arg-type]
+        )
+    counts = tuple(int(n) for n in args.classrooms.split(",") if n.strip())
+    if not counts or min(counts) < 1:
+        raise ConfigError("--classrooms needs positive numbers, e.g. 10,25,50")
+    return BenchOptions(
+        counts=counts,
+        seconds=args.seconds,
+        peers=peers,
+        workers=args.workers,
+        workdir=results,
+        server_cores=server_cores,
+        client_cores=client_cores,
+    )
+
+
+def _cores(text: str) -> frozenset[int]:
+    """A CPU list such as "0" or "0,1", checked against the CPUs this process may use."""
+    cores = frozenset(int(c) for c in text.split(",") if c.strip())
+    if not cores or not cores <= os.sched_getaffinity(0):
+        raise ConfigError(f"CPUs {text!r} are not all available here")
+    return cores
+
+
+def progress_bar(stream: Any) -> Any:
+    """A progress display: a redrawn bar on a terminal, one line per step otherwise."""
+
+    def show(label: str, fraction: float) -> None:
+        filled = int(fraction * 30)
+        line = f"[{'#' * filled}{'.' * (30 - filled)}] {fraction * 100:3.0f}% {label}"
+        if stream.isatty():
+            stream.write("\r" + line.ljust(70) + ("\n" if fraction >= 1 else ""))
+        else:
+            stream.write(line + "\n")
+        stream.flush()
+
+    return show
+
+
+def run_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run the benchmark and write JSON, Markdown and PNG into the results directory."""
+    from relay.bench import report
+    from relay.bench.runner import run
+
+    options = options_from(args)
+    results = asyncio.run(run(options, progress_bar(sys.stderr)))
+    paths = report.write(results, options.workdir)
+    print(paths["md"].read_text())
+    print("results: " + ", ".join(str(p) for p in paths.values()))
+    return 0

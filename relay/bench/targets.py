@@ -1,0 +1,214 @@
+"""The servers under test, and how a publisher and a classroom reach each of them.
+
+A `Plan` is what a classroom worker process needs to join: it crosses the process boundary, so
+it is plain data. Ketang is reached over WHIP/WHEP, Janus over its VideoRoom HTTP API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from yarl import URL
+
+from relay import tokens
+
+PEER_CONFIG = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+ROOM = "bench"
+JANUS_ROOM = 4242
+Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How to join the lesson on one server: plain data for worker processes."""
+
+    server: str  # "ketang" or "janus"
+    url: str
+    token: str = ""  # ketang: classroom token
+    feed: int = 0  # janus: publisher feed id
+
+
+async def _post_sdp(url: str, token: str, sdp: str) -> tuple[str, str]:
+    """WHIP/WHEP POST; returns (answer, absolute Location)."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=sdp, headers=headers) as response,
+    ):
+        body = await response.text()
+        if response.status != 201:
+            raise RuntimeError(f"{url}: {response.status} {body.strip()}")
+        return body, str(response.url.join(URL(response.headers["Location"])))
+
+
+async def _delete(url: str, token: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        await http.delete(url, headers={"Authorization": f"Bearer {token}"})
+
+
+async def whip_or_whep(pc: RTCPeerConnection, url: str, token: str) -> Closer:
+    """Offer/answer with a Ketang endpoint; returns the DELETE that ends the session."""
+    await pc.setLocalDescription(await pc.createOffer())
+    answer, location = await _post_sdp(url, token, pc.localDescription.sdp)
+    await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    async def close() -> None:
+        await _delete(location, token)
+
+    return close
+
+
+async def subscribe(
+    plan: Plan, pc: RTCPeerConnection, prepare: Callable[[RTCPeerConnection], None]
+) -> Closer:
+    """Join as a classroom receiving audio + one video; `prepare` runs before media can flow."""
+    if plan.server == "ketang":
+        pc.addTransceiver("audio", direction="recvonly")
+        pc.addTransceiver("video", direction="recvonly")
+        prepare(pc)
+        return await whip_or_whep(pc, f"{plan.url}/whep/{ROOM}", plan.token)
+    from relay.bench.janus import JanusSubscriber
+
+    subscriber = JanusSubscriber()
+    await subscriber.start(plan.url, JANUS_ROOM, plan.feed, pc, prepare)
+    return subscriber.close
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its threads, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class KetangServer:
+    """A relay in its own process, pinned to the server's cores."""
+
+    name = "ketang"
+
+    def __init__(self, workdir: Path, port: int, secret: str, cores: set[int]) -> None:
+        self._workdir, self._port, self._secret, self._cores = workdir, port, secret, cores
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    async def start(self) -> None:
+        """Spawn `python -m relay serve` and wait for /healthz."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KETANG_")}
+        env["KETANG_SECRET"] = self._secret
+        command = [sys.executable, "-m", "relay", "serve", "--port", str(self._port)]
+        command += ["--data-dir", str(self._workdir / "ketang-data")]
+        log = open(self._workdir / "ketang.log", "wb")  # noqa: SIM115 (lives with the process)
+        self._process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: os.sched_setaffinity(0, self._cores),  # before any thread starts
+        )
+        await asyncio.to_thread(_wait_http, f"{self.url}/healthz", 30.0)
+
+    async def stop(self) -> None:
+        """SIGTERM and reap."""
+        if self._process is not None:
+            self._process.terminate()
+            await asyncio.to_thread(self._process.wait, 10)
+
+    def classroom_plan(self) -> Plan:
+        token = tokens.issue(self._secret.encode(), ROOM, "classroom", "bench", 86_400)
+        return Plan("ketang", self.url, token=token)
+
+    async def publish(self, pc: RTCPeerConnection) -> Closer:
+        token = tokens.issue(self._secret.encode(), ROOM, "teacher", "bench", 86_400)
+        return await whip_or_whep(pc, f"{self.url}/whip/{ROOM}?source=camera", token)
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    """Poll until `url` answers 200."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+class JanusBenchServer:
+    """Janus VideoRoom with only the HTTP transport, pinned to the server's cores."""
+
+    name = "janus"
+
+    def __init__(self, workdir: Path, port: int, cores: set[int], bitrate: int) -> None:
+        from relay.bench.janus import JanusServer, ensure_janus
+
+        ensure_janus()
+        self._server = JanusServer(workdir / "janus", port)
+        self._cores = cores
+        # the default room caps publishers at 128 kbit/s: allow well above the lesson's rate
+        self._room_bitrate = max(4 * bitrate, 4_000_000)
+        self._feed = 0
+        self._publisher: Any = None
+
+    @property
+    def pid(self) -> int:
+        return self._server.pid
+
+    async def start(self) -> None:
+        from relay.bench.janus import create_room
+
+        await self._server.start()
+        pin_all_threads(self.pid, self._cores)
+        await create_room(self._server.url, JANUS_ROOM, self._room_bitrate)
+
+    async def stop(self) -> None:
+        await self._server.stop()
+
+    def classroom_plan(self) -> Plan:
+        return Plan("janus", self._server.url, feed=self._feed)
+
+    async def publish(self, pc: RTCPeerConnection) -> Closer:
+        from relay.bench.janus import JanusPublisher
+
+        self._publisher = JanusPublisher()
+        self._feed = await self._publisher.start(self._server.url, JANUS_ROOM, pc)
+        pin_all_threads(self.pid, self._cores)
+        closer: Closer = self._publisher.close
+        return closer
+
+
+def pin_all_threads(pid: int, cores: set[int]) -> None:
+    """Pin every thread of a running process; threads it starts later inherit the mask."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+            os.sched_setaffinity(int(task), cores)
