@@ -14,6 +14,24 @@ AUDIO_TIME_BASE = Fraction(1, AUDIO_CLOCK_RATE)
 _VP8_START_CODE = b"\x9d\x01\x2a"
 
 
+# aiortc's packetizer keeps RTP payloads at 1300 bytes (codecs/vpx.py PACKET_MAX); a VP8
+# payload descriptor with a 15-bit PictureID takes 4 of them (RFC 7741 §4.2).
+VP8_DESCRIPTOR_SIZE = 4
+VP8_CHUNK_SIZE = 1300 - VP8_DESCRIPTOR_SIZE
+
+
+def split(data: bytes, size: int) -> tuple[bytes, ...]:
+    """The frame cut into RTP-sized pieces; done once per upstream frame, shared by classrooms."""
+    return tuple(data[i : i + size] for i in range(0, len(data), size)) or (b"",)
+
+
+def vp8_descriptor(first: bool, picture_id: int) -> bytes:
+    """RFC 7741 §4.2 descriptor: X=1, S on the frame's first packet, PID 0, I=1 with M=1."""
+    return bytes(
+        (0x90 if first else 0x80, 0x80, 0x80 | (picture_id >> 8) & 0x7F, picture_id & 0xFF)
+    )
+
+
 def is_vp8_keyframe(data: bytes) -> bool:
     """True for a VP8 key frame: tag bit 0 clear and the start code present (RFC 6386 §9.1)."""
     return len(data) >= 10 and not data[0] & 1 and data[3:6] == _VP8_START_CODE

@@ -27,6 +27,7 @@ class Frame:
     data: bytes
     timestamp: int  # in the codec clock, rebased by aiortc to start at 0 per receiver
     keyframe: bool  # always True for audio: every Opus packet decodes on its own
+    chunks: tuple[bytes, ...] = ()  # `data` cut into RTP payload pieces, shared by classrooms
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class OutFrame:
 
     data: bytes
     timestamp: int
+    chunks: tuple[bytes, ...] = ()
 
 
 class Verdict(Enum):
@@ -138,9 +140,8 @@ class Forwarder:
             return self._overflow()
         if frame.keyframe and self._video and len(self._queue) >= self._flush_backlog:
             self._queue.clear()
-        self._queue.append(
-            OutFrame(frame.data, self._timeline.map(frame.origin, frame.timestamp, now))
-        )
+        timestamp = self._timeline.map(frame.origin, frame.timestamp, now)
+        self._queue.append(OutFrame(frame.data, timestamp, frame.chunks))
         return Verdict.QUEUED
 
     def pop(self) -> OutFrame | None:

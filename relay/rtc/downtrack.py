@@ -1,9 +1,9 @@
 """One classroom's copy of one feed: a MediaStreamTrack that hands encoded frames to aiortc.
 
-aiortc's sender, given `av.Packet`s instead of decoded frames, only packetizes them
-(`encoder.pack()`): no codec work per classroom. It still keeps a 128-packet history and answers
-the classroom's NACKs from it, so retransmissions never reach the teacher. It ignores PLI for
-packets, so `hooks.on_keyframe_request` routes the classroom's PLI here.
+Frames leave through `relay.rtc.sender.PacketLoop`, which only packetizes them: no codec work
+per classroom. It keeps a 128-packet history and answers the classroom's NACKs from it, so
+retransmissions never reach the teacher. aiortc's sender ignores PLI for pre-encoded media, so
+`hooks.on_keyframe_request` routes the classroom's PLI here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from monitoring import metrics
 from relay.core.codecs import AUDIO_CLOCK_RATE, VIDEO_CLOCK_RATE
-from relay.core.forwarder import Forwarder, Frame, Verdict
+from relay.core.forwarder import Forwarder, Frame, OutFrame, Verdict
 
 if TYPE_CHECKING:
     from relay.rtc.upstream import Upstream
@@ -84,21 +84,30 @@ class DownTrack(MediaStreamTrack):
         self._listening.discard(upstream)
         self.forwarder.forget(upstream)
 
-    async def recv(self) -> av.Packet:  # type: ignore[type-arg]
-        """Next frame for aiortc's sender, as a packet it will only re-packetize."""
+    async def next_frame(self) -> OutFrame:
+        """The next frame to send; waits while the queue is empty, raises once stopped."""
         while True:
             out = self.forwarder.pop()
             if out is not None:
-                packet = av.Packet(out.data)
-                packet.pts = out.timestamp
-                packet.time_base = self._time_base
-                self.frames_sent += 1
-                self.bytes_sent += len(out.data)
-                return packet
+                return out
             if self.readyState != "live":
                 raise MediaStreamError
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
+
+    def count_sent(self, size: int) -> None:
+        """A frame of `size` bytes left for the classroom."""
+        self.frames_sent += 1
+        self.bytes_sent += size
+
+    async def recv(self) -> av.Packet:  # type: ignore[type-arg]
+        """The MediaStreamTrack interface, for consumers other than the relay's packet loop
+        (which reads next_frame): a packet aiortc's own sender would only re-packetize."""
+        out = await self.next_frame()
+        packet = av.Packet(out.data)
+        packet.pts, packet.time_base = out.timestamp, self._time_base
+        self.count_sent(len(out.data))
+        return packet
 
     def stop(self) -> None:
         """End the track: detach from upstream and release a sender waiting in recv()."""

@@ -7,7 +7,11 @@ forwarding relay needs three things aiortc has no public API for:
    the receiver's decoder queue; the jitter buffer, NACK, RR and REMB keep working;
 2. keyframe requests (PLI/FIR) a classroom sends to one of our senders (`on_keyframe_request`):
    aiortc's sender just sets a flag its encoder would read, so we take the call instead;
-3. a PLI sent upstream on demand (`request_keyframe`).
+3. a PLI sent upstream on demand (`request_keyframe`);
+4. our own packet loop in place of the sender's (`install_packet_loop`): aiortc's loop builds,
+   extends and serializes an RtpPacket object per packet per classroom; ours does per frame
+   (or once per upstream frame) all it can, and keeps the sender's NACK history, RTCP sender
+   reports and stop() working through `SenderInternals`.
 
 `check_aiortc()` runs at start-up and in tests/rtc/test_hooks.py: if aiortc changes under these
 hooks, it fails loudly instead of letting media silently stop.
@@ -18,20 +22,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-from collections.abc import Callable
+import struct
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiortc
+from aiortc import clock
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import HeaderExtensions
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_AIORTC = ("1.16.",)
 
-# name-mangled private attributes we rely on (aiortc 1.16.0, rtcrtpreceiver.py)
+# name-mangled private attributes we rely on (aiortc 1.16.0, rtcrtpreceiver.py, rtcrtpsender.py)
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
+_SENDER_FIELDS = (
+    "_RTCRtpSender__rtp_started",
+    "_RTCRtpSender__rtp_exited",
+    "_RTCRtpSender__mid",
+    "_RTCRtpSender__rtp_header_extensions_map",
+    "_RTCRtpSender__rtx_payload_type",
+    "_RTCRtpSender__ntp_timestamp",
+    "_RTCRtpSender__rtp_timestamp",
+    "_RTCRtpSender__octet_count",
+    "_RTCRtpSender__packet_count",
+)
 
 FrameSink = Callable[[Any, Any], None]
 """Receives (RTCRtpCodecParameters, JitterFrame) for every complete frame, on the event loop."""
@@ -48,15 +66,20 @@ def check_aiortc() -> None:
             f"relay/rtc/hooks.py is verified on aiortc {SUPPORTED_AIORTC}, "
             f"found {aiortc.__version__}"
         )
-    probe = RTCRtpReceiver.__init__.__code__.co_names
-    for name in ("_RTCRtpReceiver__decoder_queue", "_RTCRtpReceiver__rtx_ssrc"):
-        if name not in probe:
-            raise AiortcChanged(f"aiortc RTCRtpReceiver lost {name}")
+    _require(RTCRtpReceiver.__init__, (_DECODER_QUEUE, _RTX_SSRC), "RTCRtpReceiver state")
     for method in ("_send_rtcp_pli", "getSynchronizationSources"):
         if not hasattr(RTCRtpReceiver, method):
             raise AiortcChanged(f"aiortc RTCRtpReceiver lost {method}")
-    if "_send_keyframe" not in RTCRtpSender._handle_rtcp_packet.__code__.co_names:
-        raise AiortcChanged("aiortc RTCRtpSender no longer routes PLI/FIR to _send_keyframe")
+    _require(RTCRtpSender._handle_rtcp_packet, ("_send_keyframe", "_retransmit"), "RTCP handling")
+    _require(RTCRtpSender.send, ("_run_rtp",), "RTCRtpSender.send")
+    _require(RTCRtpSender.__init__, _SENDER_FIELDS, "RTCRtpSender state")
+
+
+def _require(function: Callable[..., Any], names: tuple[str, ...], what: str) -> None:
+    """Every name must still be used by the aiortc function our hooks stand in for."""
+    missing = [name for name in names if name not in function.__code__.co_names]
+    if missing:
+        raise AiortcChanged(f"aiortc {what} no longer uses {', '.join(missing)}")
 
 
 class _TapQueue:
@@ -79,12 +102,12 @@ class _TapQueue:
 def tap_frames(receiver: RTCRtpReceiver, sink: FrameSink) -> None:
     """Route the receiver's complete encoded frames to `sink` instead of its decoder thread."""
     decoder_queue: queue.Queue[Any] = getattr(receiver, _DECODER_QUEUE)
-    setattr(decoder_queue, "put", _TapQueue(decoder_queue, sink))  # noqa: B010 (instance override)
+    setattr(decoder_queue, "put", _TapQueue(decoder_queue, sink))
 
 
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
     """Call `callback` when the remote end of `sender` sends PLI or FIR."""
-    setattr(sender, "_send_keyframe", callback)  # noqa: B010 (instance override)
+    setattr(sender, "_send_keyframe", callback)
 
 
 def media_ssrc(receiver: RTCRtpReceiver) -> int | None:
@@ -102,3 +125,57 @@ def request_keyframe(receiver: RTCRtpReceiver) -> asyncio.Task[None] | None:
     if ssrc is None:
         return None
     return asyncio.ensure_future(receiver._send_rtcp_pli(ssrc))
+
+
+class SenderInternals:
+    """The private state of one RTCRtpSender that a replacement packet loop must keep up."""
+
+    __slots__ = ("_sender",)
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self._sender = sender
+
+    def started(self) -> None:
+        """Tell stop() the loop runs (it waits for this before cancelling)."""
+        getattr(self._sender, "_RTCRtpSender__rtp_started").set()
+
+    def exited(self) -> None:
+        """Tell stop() the loop has ended."""
+        getattr(self._sender, "_RTCRtpSender__rtp_exited").set()
+
+    @property
+    def rtx_payload_type(self) -> int | None:
+        """The negotiated RTX payload type, known once send() ran."""
+        value: int | None = getattr(self._sender, "_RTCRtpSender__rtx_payload_type")
+        return value
+
+    def extension_block(self) -> bytes:
+        """Header extensions (mid, abs-send-time) as they follow the fixed RTP header."""
+        extensions = HeaderExtensions()
+        extensions.mid = getattr(self._sender, "_RTCRtpSender__mid")
+        extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        mapping = getattr(self._sender, "_RTCRtpSender__rtp_header_extensions_map")
+        profile, value = mapping.set(extensions)
+        return struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
+
+    def account(self, packets: int, octets: int, rtp_timestamp: int) -> None:
+        """Feed the sender reports aiortc's RTCP loop sends (RFC 3550 §6.4.1)."""
+        sender = self._sender
+        setattr(sender, "_RTCRtpSender__ntp_timestamp", clock.current_ntp_time())
+        setattr(sender, "_RTCRtpSender__rtp_timestamp", rtp_timestamp)
+        count = getattr(sender, "_RTCRtpSender__packet_count")
+        setattr(sender, "_RTCRtpSender__packet_count", count + packets)
+        total = getattr(sender, "_RTCRtpSender__octet_count")
+        setattr(sender, "_RTCRtpSender__octet_count", total + octets)
+
+
+PacketLoop = Callable[[SenderInternals, Any], Awaitable[None]]
+Retransmit = Callable[[int], Awaitable[None]]
+
+
+def install_packet_loop(sender: RTCRtpSender, run: PacketLoop, retransmit: Retransmit) -> None:
+    """Make the sender run `run(internals, codec)` instead of its own loop, and NACKs call
+    `retransmit(sequence_number)` instead of its own history."""
+    internals = SenderInternals(sender)
+    setattr(sender, "_run_rtp", lambda codec: run(internals, codec))
+    setattr(sender, "_retransmit", retransmit)

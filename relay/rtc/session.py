@@ -24,6 +24,7 @@ from relay.errors import BadRequest
 from relay.rtc import hooks
 from relay.rtc.downtrack import DownTrack
 from relay.rtc.sdp import codec_preferences
+from relay.rtc.sender import PacketLoop
 from relay.rtc.upstream import Upstream
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class PlaySession(Session):
             transceiver = self.pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(codec_preferences(slot.kind))
             hooks.on_keyframe_request(transceiver.sender, track.picture_lost)
+            PacketLoop(track, transceiver.sender)
             self.tracks[slot] = track
         return await self._answer(offer)
 

@@ -15,7 +15,13 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from monitoring import metrics
 from relay.config import MediaConfig
-from relay.core.codecs import AUDIO_CLOCK_RATE, VIDEO_CLOCK_RATE, is_vp8_keyframe
+from relay.core.codecs import (
+    AUDIO_CLOCK_RATE,
+    VIDEO_CLOCK_RATE,
+    VP8_CHUNK_SIZE,
+    is_vp8_keyframe,
+    split,
+)
 from relay.core.forwarder import Frame
 from relay.core.keyframes import GopCache, KeyframeCoalescer
 from relay.core.model import FeedKey
@@ -66,7 +72,8 @@ class Upstream:
             self.coalescer.keyframe_seen(now)
         self.frames += 1
         self.last_frame_at = now
-        frame = Frame(self, data, timestamp, keyframe)
+        chunks = split(data, VP8_CHUNK_SIZE) if self.video else (data,)
+        frame = Frame(self, data, timestamp, keyframe, chunks)
         if self.video:
             self.gop.add(frame)
         for listener in tuple(self.listeners):

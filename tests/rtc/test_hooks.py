@@ -8,7 +8,9 @@ from typing import Any
 import aiortc
 import pytest
 from aiortc import RTCPeerConnection
+from aiortc.codecs.vpx import VpxPayloadDescriptor
 
+from relay.core.codecs import vp8_descriptor
 from relay.rtc import hooks
 
 
@@ -43,3 +45,18 @@ async def test_keyframe_request_hook_replaces_the_sender_flag() -> None:
     sender._send_keyframe()
     assert calls == [1]
     await pc.close()
+
+
+@pytest.mark.parametrize(
+    ("first", "picture_id", "expected"),
+    [
+        (True, 0, b"\x90\x80\x80\x00"),
+        (False, 0x1234, b"\x80\x80\x92\x34"),
+        (True, 0x7FFF, b"\x90\x80\xff\xff"),
+    ],
+)
+def test_vp8_descriptor_matches_aiortc(first: bool, picture_id: int, expected: bytes) -> None:
+    reference = VpxPayloadDescriptor(
+        partition_start=int(first), partition_id=0, picture_id=picture_id
+    )
+    assert vp8_descriptor(first, picture_id) == expected == bytes(reference)

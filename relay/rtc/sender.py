@@ -1,0 +1,132 @@
+"""The packet loop that sends one classroom's down track as RTP, in place of aiortc's.
+
+aiortc's sender loop spends, per packet and per classroom, an RtpPacket object, header
+extension encoding, a clock read and serialization (about 45 µs a packet measured in the
+bench). Here the frame is cut into payload pieces once per upstream frame for every classroom
+(`Frame.chunks`), header extensions are encoded once per frame, and each packet is one
+struct.pack plus the SRTP and socket work that cannot be shared. NACKs are answered from this
+loop's own history of the last 128 packets, as aiortc does (rtp.py RTP_HISTORY_SIZE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import struct
+from typing import Any
+
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpsender import RTCRtpSender
+
+from relay.core.codecs import vp8_descriptor
+from relay.core.forwarder import OutFrame
+from relay.rtc.downtrack import DownTrack
+from relay.rtc.hooks import SenderInternals, install_packet_loop
+
+logger = logging.getLogger(__name__)
+
+HISTORY_SIZE = 128  # packets kept for retransmission, as aiortc's sender keeps
+_HEADER = struct.Struct("!BBHLL")  # RFC 3550 §5.1 fixed header: V/P/X/CC, M/PT, seq, ts, SSRC
+
+
+class _Sent:
+    """One sent packet, kept to answer a NACK."""
+
+    __slots__ = ("extensions", "marker", "payload", "sequence_number", "timestamp")
+
+    def __init__(
+        self, sequence_number: int, timestamp: int, marker: int, extensions: bytes, payload: bytes
+    ) -> None:
+        self.sequence_number = sequence_number
+        self.timestamp = timestamp
+        self.marker = marker
+        self.extensions = extensions
+        self.payload = payload
+
+
+class PacketLoop:
+    """Sends a DownTrack's frames through one RTCRtpSender's transport."""
+
+    def __init__(self, track: DownTrack, sender: RTCRtpSender) -> None:
+        self._track = track
+        self._sender = sender
+        self._history: list[_Sent | None] = [None] * HISTORY_SIZE
+        # random starting points, as RFC 3550 §5.1 asks; the 15-bit sequence start follows
+        # aiortc, which avoids an early wraparound that breaks SRTP decryption in Chrome
+        self._sequence = random.getrandbits(15)
+        self._rtx_sequence = random.getrandbits(15)
+        self._origin = random.getrandbits(32)
+        self._picture_id = random.getrandbits(15)
+        self._rtx_payload_type: int | None = None
+        self._payload_type = 0
+        install_packet_loop(sender, self.run, self.retransmit)
+
+    async def run(self, internals: SenderInternals, codec: Any) -> None:
+        """The sender's RTP task: frames in, packets out, until the sender stops."""
+        internals.started()
+        self._rtx_payload_type = internals.rtx_payload_type
+        self._payload_type = codec.payloadType
+        vp8 = codec.mimeType.lower() == "video/vp8"
+        try:
+            while True:
+                frame = await self._track.next_frame()
+                await self._send_frame(internals, frame, codec.payloadType, vp8)
+        except (asyncio.CancelledError, ConnectionError, MediaStreamError):
+            pass
+        except Exception:
+            logger.exception("packet loop of %s track failed", self._track.kind)
+        finally:
+            internals.exited()
+
+    async def _send_frame(
+        self, internals: SenderInternals, frame: OutFrame, payload_type: int, vp8: bool
+    ) -> None:
+        """Packetize one frame and send it; the marker bit closes the frame."""
+        timestamp = (self._origin + frame.timestamp) & 0xFFFFFFFF
+        extensions = internals.extension_block()
+        first_byte = 0x90 if extensions else 0x80
+        chunks = frame.chunks or (frame.data,)
+        last = len(chunks) - 1
+        ssrc = self._sender._ssrc
+        transport = self._sender.transport
+        octets = 0
+        for index, chunk in enumerate(chunks):
+            payload = vp8_descriptor(index == 0, self._picture_id) + chunk if vp8 else chunk
+            marker = int(index == last)
+            sequence = self._sequence
+            header = _HEADER.pack(first_byte, marker << 7 | payload_type, sequence, timestamp, ssrc)
+            self._history[sequence % HISTORY_SIZE] = _Sent(
+                sequence, timestamp, marker, extensions, payload
+            )
+            self._sequence = (sequence + 1) & 0xFFFF
+            octets += len(payload)
+            await transport._send_rtp(header + extensions + payload)
+        if vp8:
+            self._picture_id = (self._picture_id + 1) & 0x7FFF
+        self._track.count_sent(len(frame.data))
+        internals.account(len(chunks), octets, timestamp)
+
+    async def retransmit(self, sequence_number: int) -> None:
+        """Answer a classroom's NACK from our history, as RTX when negotiated (RFC 4588)."""
+        sent = self._history[sequence_number % HISTORY_SIZE]
+        if sent is None or sent.sequence_number != sequence_number:
+            return
+        first_byte = 0x90 if sent.extensions else 0x80
+        if self._rtx_payload_type is None:
+            payload_type, sequence, ssrc = self._payload_type, sequence_number, self._sender._ssrc
+            payload = sent.payload
+        else:
+            payload_type, sequence, ssrc = (
+                self._rtx_payload_type,
+                self._rtx_sequence,
+                self._sender._rtx_ssrc,
+            )
+            self._rtx_sequence = (self._rtx_sequence + 1) & 0xFFFF
+            payload = struct.pack("!H", sequence_number) + sent.payload
+        header = _HEADER.pack(
+            first_byte, sent.marker << 7 | payload_type, sequence, sent.timestamp, ssrc
+        )
+        with contextlib.suppress(ConnectionError):  # the classroom left meanwhile
+            await self._sender.transport._send_rtp(header + sent.extensions + payload)
