@@ -90,7 +90,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
     axes.axhline(1000, color="grey", linestyle=":", label="one core")
     axes.set_xlabel("classrooms")
     axes.set_ylabel("server CPU (ms per second)")
-    axes.set_title("Server CPU vs classrooms (720p30 VP8 + Opus)")
+    clip = results["clip"]
+    lesson = f"{clip['height']}p{clip['fps']} VP8 {clip['video_bitrate'] / 1e6:.1f} Mbit/s + Opus"
+    axes.set_title(f"Server CPU vs classrooms ({lesson})")
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
