@@ -39,6 +39,7 @@ SUPPORTED_AIORTC = ("1.16.",)
 # name-mangled private attributes we rely on (aiortc 1.16.0, rtcrtpreceiver.py, rtcrtpsender.py)
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _SENDER_FIELDS = (
     "_RTCRtpSender__rtp_started",
     "_RTCRtpSender__rtp_exited",
@@ -66,7 +67,9 @@ def check_aiortc() -> None:
             f"relay/rtc/hooks.py is verified on aiortc {SUPPORTED_AIORTC}, "
             f"found {aiortc.__version__}"
         )
-    _require(RTCRtpReceiver.__init__, (_DECODER_QUEUE, _RTX_SSRC), "RTCRtpReceiver state")
+    _require(
+        RTCRtpReceiver.__init__, (_DECODER_QUEUE, _RTX_SSRC, _JITTER_BUFFER), "RTCRtpReceiver state"
+    )
     for method in ("_send_rtcp_pli", "getSynchronizationSources"):
         if not hasattr(RTCRtpReceiver, method):
             raise AiortcChanged(f"aiortc RTCRtpReceiver lost {method}")
@@ -103,6 +106,16 @@ def tap_frames(receiver: RTCRtpReceiver, sink: FrameSink) -> None:
     """Route the receiver's complete encoded frames to `sink` instead of its decoder thread."""
     decoder_queue: queue.Queue[Any] = getattr(receiver, _DECODER_QUEUE)
     setattr(decoder_queue, "put", _TapQueue(decoder_queue, sink))
+
+
+def release_frames_early(receiver: RTCRtpReceiver, buffer: Any) -> None:
+    """Give the receiver a jitter buffer of ours (same capacity) for lower ingest latency."""
+    setattr(receiver, _JITTER_BUFFER, buffer)
+
+
+def jitter_buffer_of(receiver: RTCRtpReceiver) -> Any:
+    """The receiver's current jitter buffer (to copy its capacity and kind)."""
+    return getattr(receiver, _JITTER_BUFFER)
 
 
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:

@@ -26,6 +26,7 @@ from relay.core.forwarder import Frame
 from relay.core.keyframes import GopCache, KeyframeCoalescer
 from relay.core.model import FeedKey
 from relay.rtc import hooks
+from relay.rtc.jitter import EagerJitterBuffer
 
 if TYPE_CHECKING:
     from relay.rtc.downtrack import DownTrack
@@ -54,6 +55,10 @@ class Upstream:
         self._loop = asyncio.get_running_loop()
         self._pending: set[asyncio.Task[None]] = set()
         hooks.tap_frames(receiver, self._on_frame)
+        original = hooks.jitter_buffer_of(receiver)
+        hooks.release_frames_early(
+            receiver, EagerJitterBuffer(capacity=original.capacity, is_video=self.video)
+        )
 
     def _on_frame(self, codec: Any, jitter_frame: Any) -> None:
         """Called by the tap on the event loop for every complete frame; never raises."""
