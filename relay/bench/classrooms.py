@@ -30,6 +30,7 @@ class Counters:
     answered_ns: int = 0  # signalling done: the server's answer applied
     first_ns: int = 0  # first complete video frame
     frames: int = 0
+    video_bytes: int = 0
     audio: int = 0
     first_number: int = -1
     last_number: int = -1
@@ -45,6 +46,7 @@ class Counters:
         if self.frames == 0:
             self.first_ns, self.first_number = now, number
         self.frames += 1
+        self.video_bytes += len(data)
         self.last_number = max(self.last_number, number)
         self.latencies_ns.append(now - sent_ns)
 
@@ -55,6 +57,7 @@ class Counters:
             "join_s": (self.first_ns - self.joined_ns) / 1e9 if self.frames else None,
             "signalling_s": (self.answered_ns - self.joined_ns) / 1e9 if self.answered_ns else None,
             "frames": self.frames,
+            "video_bytes": self.video_bytes,
             "lost": max(expected - self.frames, 0),
             "audio": self.audio,
             "latencies_ns": self.latencies_ns,

@@ -148,10 +148,12 @@ class ClipVideoTrack(_Paced):
         self._frames = clip.video
         self._index = 0
         self._ticks_per_frame = 90_000 // clip.fps
+        self.keyframe_requests = 0
 
     def keyframe(self) -> None:
         """A receiver lost the picture: the next frame is the clip's keyframe."""
         self._index = 0
+        self.keyframe_requests += 1
 
     async def recv(self) -> av.Packet:  # type: ignore[type-arg]
         number = await self._tick()

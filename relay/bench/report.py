@@ -14,6 +14,8 @@ FIGURES = (
     ("fps_min", "fps min", "{:.1f}"),
     ("fps_mean", "fps mean", "{:.1f}"),
     ("frames_lost", "frames lost", "{:.0f}"),
+    ("video_mbps_mean", "video Mbit/s per classroom", "{:.2f}"),
+    ("teacher_keyframes_per_s", "keyframes asked of the teacher per s", "{:.2f}"),
     ("join_p50_ms", "join p50 ms", "{:.0f}"),
     ("join_p95_ms", "join p95 ms", "{:.0f}"),
     ("signalling_p95_ms", "of which signalling p95 ms", "{:.0f}"),

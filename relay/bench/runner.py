@@ -112,14 +112,14 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(int(q / 100 * len(ordered)), len(ordered) - 1)]
 
 
-async def publish(server: Server, clip: Clip) -> tuple[RTCPeerConnection, Closer]:
+async def publish(server: Server, clip: Clip) -> tuple[RTCPeerConnection, Closer, ClipVideoTrack]:
     """The teacher: pre-encoded clip, restarted at its keyframe on PLI."""
     pc = RTCPeerConnection(PEER_CONFIG)
     video = ClipVideoTrack(clip)
     pc.addTransceiver(ClipAudioTrack(clip), direction="sendonly")
     sender = pc.addTransceiver(video, direction="sendonly").sender
     hooks.on_keyframe_request(sender, video.keyframe)
-    return pc, await server.publish(pc)
+    return pc, await server.publish(pc), video
 
 
 async def wait_all_joined(
@@ -138,7 +138,7 @@ async def wait_all_joined(
 
 
 async def measure(
-    server: Server, workers: Workers, n: int, options: BenchOptions
+    server: Server, workers: Workers, n: int, options: BenchOptions, teacher: ClipVideoTrack
 ) -> dict[str, Any]:
     """One N: join at once, warm up, measure the window."""
     await workers.join(n)
@@ -152,7 +152,9 @@ async def measure(
         await workers.cpu(),
         time.monotonic(),
     )
+    keyframes = teacher.keyframe_requests
     await asyncio.sleep(options.seconds)
+    keyframes = teacher.keyframe_requests - keyframes
     after, server1, client1, t1 = (
         await workers.snapshot(),
         cpu_seconds(server.pid),
@@ -163,6 +165,7 @@ async def measure(
     await workers.all("leave")
     row = summarize(n, t1 - t0, joins, before, after, server1 - server0, client1 - client0, rss)
     row["signalling_p95_ms"] = (percentile(signalling, 95) or 0) * 1000
+    row["teacher_keyframes_per_s"] = keyframes / (t1 - t0)
     return row
 
 
@@ -186,6 +189,10 @@ def summarize(
         "client_cpu_cores": client_cpu / dt,
         "fps_min": min(fps),
         "fps_mean": statistics.fmean(fps),
+        "video_mbps_mean": statistics.fmean(
+            (a["video_bytes"] - b["video_bytes"]) * 8 / dt / 1e6
+            for a, b in zip(after, before, strict=True)
+        ),
         "frames_lost": sum(a["lost"] - b["lost"] for a, b in zip(after, before, strict=True)),
         "audio_pps_mean": statistics.fmean(
             (a["audio"] - b["audio"]) / dt for a, b in zip(after, before, strict=True)
@@ -211,7 +218,7 @@ async def bench_server(
     """All N for one server; the server runs on its own cores for the whole run."""
     await server.start()
     try:
-        pc, unpublish = await publish(server, clip)
+        pc, unpublish, teacher = await publish(server, clip)
         workers = Workers(server.classroom_plan(), options.workers, options.client_cores)
         try:
             progress(f"{server.name}: idle", done)
@@ -222,7 +229,7 @@ async def bench_server(
             rows = []
             for i, n in enumerate(options.counts):
                 progress(f"{server.name}: {n} classrooms", done + i * step)
-                rows.append(await measure(server, workers, n, options))
+                rows.append(await measure(server, workers, n, options, teacher))
             return {"baseline": baseline, "rows": rows}
         finally:
             await workers.close()

@@ -36,6 +36,8 @@ class DownTrack(MediaStreamTrack):
         self._time_base = Fraction(1, clock_rate)
         self._listening: set[Upstream] = set()
         self._waiter: asyncio.Future[None] | None = None
+        # frames are queued only once the sender runs, i.e. the classroom is connected
+        self._sending = False
         self.frames_sent = 0
         self.bytes_sent = 0
 
@@ -45,7 +47,7 @@ class DownTrack(MediaStreamTrack):
         if upstream is not None:
             upstream.listeners.add(self)
             self._listening.add(upstream)
-            if self.forwarder.wants_keyframe:
+            if self.forwarder.wants_keyframe and self._sending:
                 self._start_from(upstream)
         self._prune()
 
@@ -61,6 +63,8 @@ class DownTrack(MediaStreamTrack):
 
     def push(self, frame: Frame, now: float) -> None:
         """Offer one upstream frame; called by Upstream's fan-out, never raises."""
+        if not self._sending:
+            return  # not connected yet: queueing now would only send stale frames later
         current = self.forwarder.current
         verdict = self.forwarder.push(frame, now)
         if verdict is Verdict.QUEUED:
@@ -86,6 +90,8 @@ class DownTrack(MediaStreamTrack):
 
     async def next_frame(self) -> OutFrame:
         """The next frame to send; waits while the queue is empty, raises once stopped."""
+        if not self._sending:
+            self._begin()
         while True:
             out = self.forwarder.pop()
             if out is not None:
@@ -94,6 +100,13 @@ class DownTrack(MediaStreamTrack):
                 raise MediaStreamError
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
+
+    def _begin(self) -> None:
+        """The classroom's connection is up: start from the freshest keyframe, not a backlog."""
+        self._sending = True
+        target = self.forwarder.target
+        if target is not None:
+            self._start_from(cast("Upstream", target))
 
     def count_sent(self, size: int) -> None:
         """A frame of `size` bytes left for the classroom."""
