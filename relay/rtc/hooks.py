@@ -11,7 +11,10 @@ forwarding relay needs three things aiortc has no public API for:
 4. our own packet loop in place of the sender's (`install_packet_loop`): aiortc's loop builds,
    extends and serializes an RtpPacket object per packet per classroom; ours does per frame
    (or once per upstream frame) all it can, and keeps the sender's NACK history, RTCP sender
-   reports and stop() working through `SenderInternals`.
+   reports and stop() working through `SenderInternals`;
+5. a synchronous path from RTP bytes to the socket (`direct_rtp_sender`): SRTP-protect and
+   `sendto` on the nominated ICE pair, without the four coroutine layers (DTLS transport, ICE
+   transport, aioice connection, STUN protocol) aiortc awaits per packet.
 
 `check_aiortc()` runs at start-up and in tests/rtc/test_hooks.py: if aiortc changes under these
 hooks, it fails loudly instead of letting media silently stop.
@@ -26,8 +29,12 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aioice
+import aioice.ice
 import aiortc
 from aiortc import clock
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensions
@@ -76,6 +83,9 @@ def check_aiortc() -> None:
     _require(RTCRtpSender._handle_rtcp_packet, ("_send_keyframe", "_retransmit"), "RTCP handling")
     _require(RTCRtpSender.send, ("_run_rtp",), "RTCRtpSender.send")
     _require(RTCRtpSender.__init__, _SENDER_FIELDS, "RTCRtpSender state")
+    _require(RTCDtlsTransport._send_rtp, ("_tx_srtp", "_state", "transport", "_send"), "SRTP send")
+    _require(aioice.Connection.sendto, ("_nominated", "protocol", "remote_addr"), "ICE send")
+    _require(aioice.ice.StunProtocol.send_data, ("transport", "sendto"), "ICE send")
 
 
 def _require(function: Callable[..., Any], names: tuple[str, ...], what: str) -> None:
@@ -192,3 +202,24 @@ def install_packet_loop(sender: RTCRtpSender, run: PacketLoop, retransmit: Retra
     internals = SenderInternals(sender)
     setattr(sender, "_run_rtp", lambda codec: run(internals, codec))
     setattr(sender, "_retransmit", retransmit)
+
+
+RtpSend = Callable[[bytes], None]
+
+
+def direct_rtp_sender(transport: RTCDtlsTransport) -> RtpSend | None:
+    """A function that SRTP-protects an RTP packet and sends it on the nominated ICE pair at
+    once; None while the transport is not connected. Fetch it per frame: the pair may change."""
+    if transport._state != DtlsState.CONNECTED:
+        return None
+    pair = transport.transport._connection._nominated.get(1)
+    if pair is None:
+        return None
+    protect = transport._tx_srtp.protect
+    sendto = pair.protocol.transport.sendto
+    address = pair.remote_addr
+
+    def send(packet: bytes) -> None:
+        sendto(protect(packet), address)
+
+    return send

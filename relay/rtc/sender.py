@@ -11,7 +11,6 @@ loop's own history of the last 128 packets, as aiortc does (rtp.py RTP_HISTORY_S
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import struct
@@ -23,7 +22,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from relay.core.codecs import vp8_descriptor
 from relay.core.forwarder import OutFrame
 from relay.rtc.downtrack import DownTrack
-from relay.rtc.hooks import SenderInternals, install_packet_loop
+from relay.rtc.hooks import SenderInternals, direct_rtp_sender, install_packet_loop
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ class PacketLoop:
         try:
             while True:
                 frame = await self._track.next_frame()
-                await self._send_frame(internals, frame, codec.payloadType, vp8)
+                self._send_frame(internals, frame, codec.payloadType, vp8)
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
             pass
         except Exception:
@@ -80,7 +79,7 @@ class PacketLoop:
         finally:
             internals.exited()
 
-    async def _send_frame(
+    def _send_frame(
         self, internals: SenderInternals, frame: OutFrame, payload_type: int, vp8: bool
     ) -> None:
         """Packetize one frame and send it; the marker bit closes the frame."""
@@ -90,7 +89,9 @@ class PacketLoop:
         chunks = frame.chunks or (frame.data,)
         last = len(chunks) - 1
         ssrc = self._sender._ssrc
-        transport = self._sender.transport
+        send = direct_rtp_sender(self._sender.transport)
+        if send is None:
+            raise ConnectionError("classroom transport not connected")
         octets = 0
         for index, chunk in enumerate(chunks):
             payload = vp8_descriptor(index == 0, self._picture_id) + chunk if vp8 else chunk
@@ -102,7 +103,7 @@ class PacketLoop:
             )
             self._sequence = (sequence + 1) & 0xFFFF
             octets += len(payload)
-            await transport._send_rtp(header + extensions + payload)
+            send(header + extensions + payload)
         if vp8:
             self._picture_id = (self._picture_id + 1) & 0x7FFF
         self._track.count_sent(len(frame.data))
@@ -128,5 +129,6 @@ class PacketLoop:
         header = _HEADER.pack(
             first_byte, sent.marker << 7 | payload_type, sequence, sent.timestamp, ssrc
         )
-        with contextlib.suppress(ConnectionError):  # the classroom left meanwhile
-            await self._sender.transport._send_rtp(header + sent.extensions + payload)
+        send = direct_rtp_sender(self._sender.transport)
+        if send is not None:  # else the classroom left meanwhile
+            send(header + sent.extensions + payload)

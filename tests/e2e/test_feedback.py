@@ -11,6 +11,8 @@ import pytest
 from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
 
 from monitoring.metrics import REGISTRY
+from relay.core.forwarder import OutFrame
+from relay.rtc.downtrack import DownTrack
 from relay.rtc.session import PlaySession
 from tests.conftest import RelayUnderTest
 from tests.media import TAG_CAMERA, CounterVideoTrack, ToneAudioTrack
@@ -44,20 +46,22 @@ class TeacherFeedback:
 
 
 def lossy(session: PlaySession, loss: float, seed: int = 7) -> list[int]:
-    """Drop a share of the relay's RTP towards one classroom (RTCP passes); returns a counter."""
-    transport = session.pc.getTransceivers()[0].sender.transport
-    send = transport._send_rtp
+    """Drop a share of the relay's RTP towards one classroom at its UDP socket (RTCP, STUN and
+    DTLS pass); returns a counter. The classroom's own socket, so no other link is touched."""
+    ice = session.pc.getTransceivers()[0].sender.transport.transport
+    udp = ice._connection._nominated[1].protocol.transport
+    sendto = udp.sendto
     rng = random.Random(seed)
     dropped = [0]
 
-    async def maybe_send(data: bytes) -> None:
-        is_rtcp = len(data) > 1 and 192 <= data[1] <= 223  # RFC 5761 §4 demultiplexing
-        if not is_rtcp and rng.random() < loss:
+    def maybe_sendto(data: bytes, address: Any = None) -> None:
+        is_rtp = len(data) > 1 and data[0] >> 6 == 2 and not 192 <= data[1] <= 223  # RFC 5761 §4
+        if is_rtp and rng.random() < loss:
             dropped[0] += 1
             return
-        await send(data)
+        sendto(data, address)
 
-    setattr(transport, "_send_rtp", maybe_send)  # noqa: B010 (fault injection on one link)
+    setattr(udp, "sendto", maybe_sendto)  # noqa: B010 (fault injection on one link)
     return dropped
 
 
@@ -116,16 +120,15 @@ def overflow_drops() -> float:
     return REGISTRY.get_sample_value("ketang_dropped_frames_total", {"reason": "overflow"}) or 0.0
 
 
-def throttled(session: PlaySession, delay: float) -> None:
-    """Make the relay's sends to one classroom take `delay` each, as a congested host would."""
-    transport = session.pc.getTransceivers()[0].sender.transport
-    send = transport._send_rtp
+def throttled(track: DownTrack, delay: float) -> None:
+    """Make one classroom's sender take `delay` per frame, as a starved sender task would."""
+    next_frame = track.next_frame
 
-    async def slow_send(data: bytes) -> None:
+    async def slow_next_frame() -> OutFrame:
         await asyncio.sleep(delay)
-        await send(data)
+        return await next_frame()
 
-    setattr(transport, "_send_rtp", slow_send)  # noqa: B010 (fault injection on one link)
+    setattr(track, "next_frame", slow_next_frame)  # noqa: B010 (fault injection on one link)
 
 
 @pytest.mark.timeout(60)
@@ -142,7 +145,8 @@ async def test_a_slow_classroom_drops_its_own_backlog_and_never_slows_the_others
         assert room is not None
         slow_session = room.players[slow.location.rsplit("/", 1)[1]]
         overflows = overflow_drops()
-        throttled(slow_session, delay=0.1)  # 10 packets/s per sender: far below the stream
+        for track in slow_session.tracks.values():
+            throttled(track, delay=0.1)  # 10 frames/s: far below the stream
         await asyncio.sleep(4.0)
         assert overflow_drops() > overflows  # the backlog was dropped, not kept
         now = asyncio.get_running_loop().time()
