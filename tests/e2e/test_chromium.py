@@ -1,0 +1,87 @@
+"""Real Chromium plays a lesson over WHEP: our RTP, SRTP and CORS as a browser sees them."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from tests.conftest import RelayUnderTest
+from tests.media import CounterVideoTrack, ToneAudioTrack
+from tests.peers import whip_publish
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
+PLAYER = (Path(__file__).parent / "whep_player.html").read_text()
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None,
+    reason="Debian chromium is not installed (make test installs it)",
+)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest.mark.timeout(90)
+async def test_chromium_plays_the_lesson_without_loss(
+    relay: RelayUnderTest, browser: Browser
+) -> None:
+    teacher = await whip_publish(
+        relay.base,
+        "chrome",
+        relay.token("chrome", "teacher"),
+        "camera",
+        CounterVideoTrack(width=640, height=360),
+        ToneAudioTrack(),
+    )
+    try:
+        page = await browser.new_page()
+        await page.set_content(PLAYER)  # an opaque origin: the POST crosses origins (CORS)
+        url, token = f"{relay.base}/whep/chrome", relay.token("chrome", "classroom")
+        reply = await page.evaluate("([u, t]) => play(u, t)", [url, token])
+        assert reply["status"] == 201, reply
+        first = await wait_for_video(page)
+        await asyncio.sleep(3.0)
+        last: dict[str, Any] = await page.evaluate("inbound()")
+        fps = (last["video"]["framesDecoded"] - first["video"]["framesDecoded"]) / 3.0
+        assert fps >= 25
+        assert last["video"]["frameWidth"] == 640
+        assert last["video"]["packetsLost"] == 0
+        assert last["audio"]["totalSamplesReceived"] > first["audio"]["totalSamplesReceived"]
+        assert last["audio"]["concealedSamples"] < 0.05 * last["audio"]["totalSamplesReceived"]
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "chromium-whep-player.png"))
+    finally:
+        await teacher.close()
+
+
+async def wait_for_video(page: Any, timeout: float = 10.0) -> dict[str, Any]:
+    """Inbound stats once Chromium has decoded its first frames."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        stats: dict[str, Any] = await page.evaluate("inbound()")
+        if stats.get("video", {}).get("framesDecoded", 0) > 0 and "audio" in stats:
+            return stats
+        assert loop.time() < deadline, f"no video decoded in {timeout}s: {stats}"
+        await asyncio.sleep(0.1)
