@@ -13,7 +13,7 @@ from playwright.async_api import Browser, async_playwright
 
 from tests.conftest import RelayUnderTest
 from tests.media import CounterVideoTrack, ToneAudioTrack
-from tests.peers import whip_publish
+from tests.peers import whep_play, whip_publish
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -24,6 +24,7 @@ FLAGS = [
     "--use-fake-ui-for-media-stream",
 ]
 PLAYER = (Path(__file__).parent / "whep_player.html").read_text()
+PUBLISHER = (Path(__file__).parent / "whip_publisher.js").read_text()
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = pytest.mark.skipif(
@@ -84,4 +85,38 @@ async def wait_for_video(page: Any, timeout: float = 10.0) -> dict[str, Any]:
         if stats.get("video", {}).get("framesDecoded", 0) > 0 and "audio" in stats:
             return stats
         assert loop.time() < deadline, f"no video decoded in {timeout}s: {stats}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.timeout(90)
+async def test_a_chromium_teacher_reaches_classrooms(
+    relay: RelayUnderTest, browser: Browser
+) -> None:
+    page = await browser.new_page()
+    # getUserMedia needs a secure context: http://127.0.0.1 is one, about:blank is not
+    await page.goto(f"{relay.base}/healthz")
+    await page.add_script_tag(content=PUBLISHER)
+    url, token = f"{relay.base}/whip/browser?source=camera", relay.token("browser", "teacher")
+    reply = await page.evaluate("([u, t]) => publish(u, t)", [url, token])
+    assert reply["status"] == 201, reply
+    classroom = await whep_play(relay.base, "browser", relay.token("browser", "classroom"))
+    try:
+        # Chromium's fake camera carries no frame counter: count every decoded frame
+        log = classroom.video[0]
+        await wait_until(lambda: log.unreadable >= 20, timeout=15)
+        start = log.unreadable
+        await asyncio.sleep(2.0)
+        assert (log.unreadable - start) / 2.0 >= 20
+        await classroom.audio.wait_frames(50)
+    finally:
+        await classroom.close()
+        await page.close()
+
+
+async def wait_until(condition: Any, timeout: float) -> None:
+    """Poll `condition()` until it holds, failing after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "timed out"
         await asyncio.sleep(0.1)
