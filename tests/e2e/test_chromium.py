@@ -23,8 +23,7 @@ FLAGS = [
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
 ]
-PLAYER = (Path(__file__).parent / "whep_player.html").read_text()
-PUBLISHER = (Path(__file__).parent / "whip_publisher.js").read_text()
+CLIENTS = (Path(__file__).parent / "whip_whep.js").read_text()
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = pytest.mark.skipif(
@@ -57,7 +56,8 @@ async def test_chromium_plays_the_lesson_without_loss(
     )
     try:
         page = await browser.new_page()
-        await page.set_content(PLAYER)  # an opaque origin: the POST crosses origins (CORS)
+        await page.set_content("<body></body>")  # an opaque origin: the POST crosses origins
+        await page.add_script_tag(content=CLIENTS)
         url, token = f"{relay.base}/whep/chrome", relay.token("chrome", "classroom")
         reply = await page.evaluate("([u, t]) => play(u, t)", [url, token])
         assert reply["status"] == 201, reply
@@ -95,7 +95,7 @@ async def test_a_chromium_teacher_reaches_classrooms(
     page = await browser.new_page()
     # getUserMedia needs a secure context: http://127.0.0.1 is one, about:blank is not
     await page.goto(f"{relay.base}/healthz")
-    await page.add_script_tag(content=PUBLISHER)
+    await page.add_script_tag(content=CLIENTS)
     url, token = f"{relay.base}/whip/browser?source=camera", relay.token("browser", "teacher")
     reply = await page.evaluate("([u, t]) => publish(u, t)", [url, token])
     assert reply["status"] == 201, reply
