@@ -123,7 +123,7 @@ class DownTrack(MediaStreamTrack):
         return packet
 
     def stop(self) -> None:
-        """End the track: detach from upstream and release a sender waiting in recv()."""
+        """End the track: detach from upstream and release a sender waiting for a frame."""
         super().stop()
         self.forwarder.retarget(None)
         self._prune()
