@@ -82,12 +82,15 @@ class Classroom:
             else:
                 hooks.tap_frames(transceiver.receiver, lambda _c, _f: self._audio())
 
+    def _requested(self) -> None:
+        """The join's first request leaves now: join time counts from here (POST → picture)."""
+        self.counters.joined_ns = time.monotonic_ns()
+
     def _audio(self) -> None:
         self.counters.audio += 1
 
     async def join(self, plan: Plan) -> None:
-        self.counters.joined_ns = time.monotonic_ns()
-        self._close = await subscribe(plan, self.pc, self._tap)
+        self._close = await subscribe(plan, self.pc, self._tap, self._requested)
         self.counters.answered_ns = time.monotonic_ns()
 
     async def leave(self) -> None:

@@ -58,9 +58,13 @@ async def _delete(url: str, token: str) -> None:
         await http.delete(url, headers={"Authorization": f"Bearer {token}"})
 
 
-async def whip_or_whep(pc: RTCPeerConnection, url: str, token: str) -> Closer:
-    """Offer/answer with a Ketang endpoint; returns the DELETE that ends the session."""
+async def whip_or_whep(
+    pc: RTCPeerConnection, url: str, token: str, on_request: Callable[[], None] = lambda: None
+) -> Closer:
+    """Offer/answer with a Ketang endpoint; returns the DELETE that ends the session.
+    `on_request` runs just before the POST: where a WHEP join starts (the offer is ready)."""
     await pc.setLocalDescription(await pc.createOffer())
+    on_request()
     answer, location = await _post_sdp(url, token, pc.localDescription.sdp)
     await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
 
@@ -71,17 +75,22 @@ async def whip_or_whep(pc: RTCPeerConnection, url: str, token: str) -> Closer:
 
 
 async def subscribe(
-    plan: Plan, pc: RTCPeerConnection, prepare: Callable[[RTCPeerConnection], None]
+    plan: Plan,
+    pc: RTCPeerConnection,
+    prepare: Callable[[RTCPeerConnection], None],
+    on_request: Callable[[], None],
 ) -> Closer:
-    """Join as a classroom receiving audio + one video; `prepare` runs before media can flow."""
+    """Join as a classroom receiving audio + one video; `prepare` runs before media can flow,
+    `on_request` when the first request of the join leaves (the clock of join time starts)."""
     if plan.server == "ketang":
         pc.addTransceiver("audio", direction="recvonly")
         pc.addTransceiver("video", direction="recvonly")
         prepare(pc)
-        return await whip_or_whep(pc, f"{plan.url}/whep/{ROOM}", plan.token)
+        return await whip_or_whep(pc, f"{plan.url}/whep/{ROOM}", plan.token, on_request)
     from relay.bench.janus import JanusSubscriber
 
     subscriber = JanusSubscriber()
+    on_request()  # Janus: session, handle and join requests, then its offer and our answer
     await subscriber.start(plan.url, JANUS_ROOM, plan.feed, pc, prepare)
     return subscriber.close
 
