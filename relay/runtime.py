@@ -124,9 +124,8 @@ class RoomRuntime:
         if current is None:
             return
         session = self.publishers[current.session]
-        last = session.last_media_at()
-        now = asyncio.get_running_loop().time()
-        if last is not None and now - last < STALE_PUBLISHER_SECONDS:
+        silent_for = asyncio.get_running_loop().time() - session.last_sign_of_life()
+        if silent_for < STALE_PUBLISHER_SECONDS:
             raise Conflict(f"room {self.name!r} already has a live {source} publisher")
         logger.info("room %s: replacing silent %s publisher %s", self.name, source, session.id)
         await self.end(session.id)

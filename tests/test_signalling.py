@@ -193,3 +193,20 @@ async def test_healthz_reports_ok(relay: RelayUnderTest, http: aiohttp.ClientSes
     async with http.get(f"{relay.base}/healthz") as response:
         assert response.status == 200
         assert (await response.json())["status"] == "ok"
+
+
+async def test_a_publisher_still_connecting_is_not_replaced(
+    relay: RelayUnderTest, http: aiohttp.ClientSession
+) -> None:
+    token = relay.token("r1", "teacher")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+    first = await make_offer(["video"], "sendonly")
+    second = await make_offer(["video"], "sendonly")
+    async with http.post(f"{relay.base}/whip/r1?source=camera", data=first, headers=headers) as r:
+        assert r.status == 201
+        location = r.headers["Location"]
+    # the first offer's peer is gone, so it never sends media: still, within the grace period
+    async with http.post(f"{relay.base}/whip/r1?source=camera", data=second, headers=headers) as r:
+        assert r.status == 409
+    async with http.delete(relay.base + location, headers=headers) as r:
+        assert r.status == 200

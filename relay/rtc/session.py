@@ -85,6 +85,7 @@ class PublishSession(Session):
         super().__init__(room, session_id, name, on_dead)
         self.source = source
         self.upstreams: dict[FeedKey, Upstream] = {}
+        self.started_at = asyncio.get_running_loop().time()
 
     async def start(self, offer: str, kinds: frozenset[str], media: MediaConfig) -> str:
         """Negotiate receive-only transceivers and tap their receivers; returns the answer."""
@@ -98,10 +99,10 @@ class PublishSession(Session):
             self.upstreams[feed] = Upstream(self.room, feed, transceiver.receiver, media)
         return answer
 
-    def last_media_at(self) -> float | None:
-        """Loop time of the newest frame from any of this source's tracks."""
+    def last_sign_of_life(self) -> float:
+        """Loop time of the newest frame from any of this source's tracks, or of the start."""
         times = [u.last_frame_at for u in self.upstreams.values() if u.last_frame_at is not None]
-        return max(times, default=None)
+        return max(times, default=self.started_at)
 
     async def close(self) -> None:
         for upstream in self.upstreams.values():
