@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def open_fds() -> int:
+    """File descriptors this process holds: sockets of leaked peers show up here."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def settled(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll `check` until it holds: connections finish closing a few loop turns later."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from tests.conftest import RelayUnderTest
+from tests.conftest import RelayUnderTest, open_fds, settled
 
 
 async def make_offer(kinds: list[str], direction: str) -> str:
@@ -96,10 +95,6 @@ CASES = {
 }
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     # no keep-alive: a request's server-side handler task ends with it, so leaks show
@@ -130,16 +125,6 @@ async def test_bad_request_gets_exact_status_and_leaks_nothing(
     assert await settled(
         lambda: len(asyncio.all_tasks()) <= tasks_before and open_fds() <= fds_before
     )
-
-
-async def settled(check: Callable[[], bool], timeout: float = 2.0) -> bool:
-    """Poll `check` until it holds: connection teardown finishes a few loop turns later."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from monitoring.metrics import REGISTRY
 from relay.core.forwarder import OutFrame
 from relay.rtc.downtrack import DownTrack
 from relay.rtc.session import PlaySession
-from tests.conftest import RelayUnderTest
+from tests.conftest import RelayUnderTest, open_fds, settled
 from tests.media import TAG_CAMERA, CounterVideoTrack, ToneAudioTrack
 from tests.peers import Publication, whep_play, whip_publish
 
@@ -160,4 +160,26 @@ async def test_a_slow_classroom_drops_its_own_backlog_and_never_slows_the_others
     finally:
         await fast.close()
         await slow.close()
+        await publication.close()
+
+
+@pytest.mark.timeout(90)
+async def test_classrooms_coming_and_going_leave_nothing_behind(relay: RelayUnderTest) -> None:
+    publication, _ = await publish(relay)
+    token = relay.token(ROOM, "classroom")
+    try:
+        warm = await whep_play(relay.base, ROOM, token)
+        await warm.wait_frames(0, 5, TAG_CAMERA)
+        await warm.close()
+        await asyncio.sleep(0.5)
+        fds, tasks = open_fds(), len(asyncio.all_tasks())
+        for _ in range(3):
+            batch = [await whep_play(relay.base, ROOM, token) for _ in range(5)]
+            await asyncio.gather(*(c.wait_frames(0, 5, TAG_CAMERA) for c in batch))
+            await asyncio.gather(*(c.close() for c in batch))
+        room = relay.registry.find(ROOM)
+        assert room is not None and room.players == {}
+        assert all(not upstream.listeners for upstream in room.upstreams.values())
+        assert await settled(lambda: open_fds() <= fds and len(asyncio.all_tasks()) <= tasks)
+    finally:
         await publication.close()
