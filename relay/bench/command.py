@@ -73,9 +73,11 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
             client_cores=client_cores,
             **SMOKE,  # type: ignore[arg-type]
         )
-    counts = tuple(int(n) for n in args.classrooms.split(",") if n.strip())
+    counts = _numbers(args.classrooms, "--classrooms needs positive numbers, e.g. 10,25,50")
     if not counts or min(counts) < 1:
         raise ConfigError("--classrooms needs positive numbers, e.g. 10,25,50")
+    if args.seconds <= 0 or args.workers < 1:
+        raise ConfigError("--seconds must be positive and --workers at least 1")
     return BenchOptions(
         counts=counts,
         seconds=args.seconds,
@@ -89,7 +91,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
 
 def _cores(text: str) -> frozenset[int]:
     """A CPU list such as "0" or "0,1", checked against the CPUs this process may use."""
-    cores = frozenset(int(c) for c in text.split(",") if c.strip())
+    cores = frozenset(_numbers(text, f"CPUs {text!r} must be numbers such as 0 or 0,1"))
     if not cores or not cores <= os.sched_getaffinity(0):
         raise ConfigError(f"CPUs {text!r} are not all available here")
     return cores
@@ -121,3 +123,11 @@ def run_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     print(paths["md"].read_text())
     print("results: " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _numbers(text: str, message: str) -> tuple[int, ...]:
+    """Comma-separated whole numbers, or a usage error with `message`."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(message) from None

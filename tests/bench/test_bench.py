@@ -92,3 +92,22 @@ def test_smoke_run_against_both_servers_writes_sane_results(tmp_path: Path) -> N
         assert row["latency_p50_ms"] is not None and row["latency_p50_ms"] > 0
     assert "ours/Janus" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "cpu.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--classrooms", "10,x"], "--classrooms needs positive numbers"),
+        (["--classrooms", "0"], "--classrooms needs positive numbers"),
+        (["--seconds", "0"], "--seconds must be positive"),
+        (["--server-cores", "99"], "not all available here"),
+        (["--client-cores", "one"], "must be numbers"),
+    ],
+)
+def test_bad_bench_options_exit_2_with_a_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from relay.cli import main
+
+    assert main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err
