@@ -38,8 +38,6 @@ class DownTrack(MediaStreamTrack):
         self._waiter: asyncio.Future[None] | None = None
         # frames are queued only once the sender runs, i.e. the classroom is connected
         self._sending = False
-        self.frames_sent = 0
-        self.bytes_sent = 0
 
     def retarget(self, upstream: Upstream | None) -> None:
         """Carry `upstream` from its next keyframe on; None stops this track's media."""
@@ -108,18 +106,12 @@ class DownTrack(MediaStreamTrack):
         if target is not None:
             self._start_from(cast("Upstream", target))
 
-    def count_sent(self, size: int) -> None:
-        """A frame of `size` bytes left for the classroom."""
-        self.frames_sent += 1
-        self.bytes_sent += size
-
     async def recv(self) -> av.Packet:  # type: ignore[type-arg]
         """The MediaStreamTrack interface, for consumers other than the relay's packet loop
         (which reads next_frame): a packet aiortc's own sender would only re-packetize."""
         out = await self.next_frame()
         packet = av.Packet(out.data)
         packet.pts, packet.time_base = out.timestamp, self._time_base
-        self.count_sent(len(out.data))
         return packet
 
     def stop(self) -> None:

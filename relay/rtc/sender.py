@@ -106,7 +106,6 @@ class PacketLoop:
             send(header + extensions + payload)
         if vp8:
             self._picture_id = (self._picture_id + 1) & 0x7FFF
-        self._track.count_sent(len(frame.data))
         internals.account(len(chunks), octets, timestamp)
 
     async def retransmit(self, sequence_number: int) -> None:

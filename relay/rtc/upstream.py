@@ -16,8 +16,6 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from monitoring import metrics
 from relay.config import MediaConfig
 from relay.core.codecs import (
-    AUDIO_CLOCK_RATE,
-    VIDEO_CLOCK_RATE,
     VP8_CHUNK_SIZE,
     is_vp8_keyframe,
     split,
@@ -43,14 +41,11 @@ class Upstream:
         self.room = room
         self.feed = feed
         self.video = feed.kind == "video"
-        self.clock_rate = VIDEO_CLOCK_RATE if self.video else AUDIO_CLOCK_RATE
         self.listeners: set[DownTrack] = set()
         self.coalescer = KeyframeCoalescer(media.keyframe_min_interval)
         self.gop = GopCache(media.gop_cache_frames)
         self.frames = 0
-        self.keyframes = 0
         self.last_frame_at: float | None = None
-        self.size: tuple[int, int] | None = None
         self._receiver = receiver
         self._loop = asyncio.get_running_loop()
         self._pending: set[asyncio.Task[None]] = set()
@@ -73,7 +68,6 @@ class Upstream:
         now = self._loop.time()
         keyframe = is_vp8_keyframe(data) if self.video else True
         if self.video and keyframe:
-            self.keyframes += 1
             self.coalescer.keyframe_seen(now)
         self.frames += 1
         self.last_frame_at = now
