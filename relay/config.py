@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from relay.core.ladder import LadderError, parse_ladder
+
 ENV_PREFIX = "KETANG_"
 # Names the entry point reads itself; load_config lets them pass.
 ENV_RESERVED = frozenset({"KETANG_CONFIG"})
@@ -74,6 +76,13 @@ class MediaConfig:
     gop_cache_frames: int = 15
     # Largest SDP offer accepted, in bytes; larger bodies get 413.
     max_sdp_bytes: int = 65536
+    # Renditions the relay makes of each teacher video source for classrooms whose link cannot
+    # carry the teacher's own stream: WIDTHxHEIGHT@KBITS, highest first, comma-separated. Each
+    # is decoded and encoded once per room, only while some classroom uses it. Empty: none.
+    ladder: str = "640x360@500,320x180@150"
+    # Frame rate of the screen share's last resort (the lowest rendition's size), sent when not
+    # even the lowest rendition fits: slides change rarely, a still beats no picture.
+    still_fps: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,10 +300,15 @@ def _auth_problems(auth: AuthConfig) -> list[str]:
 
 
 def _media_problems(media: MediaConfig) -> list[str]:
-    numbers = dataclasses.asdict(media)
-    return [
+    numbers = {k: v for k, v in dataclasses.asdict(media).items() if not isinstance(v, str)}
+    problems = [
         f"{name} must be positive, got {value}" for name, value in numbers.items() if value <= 0
     ]
+    try:
+        parse_ladder(media.ladder, media.still_fps)
+    except LadderError as error:
+        problems.append(str(error))
+    return problems
 
 
 def validate(config: Config) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from relay.config import MediaConfig
 from relay.core import model
+from relay.core.ladder import parse_ladder
 from relay.core.model import Event, FeedAssigned, FeedKey, SlotKey, SourceEnded
 from relay.errors import Conflict, NotFound
 from relay.rtc.sdp import OfferShape
@@ -49,6 +50,7 @@ class RoomRuntime:
         self.name = name
         self._on_empty = on_empty
         self.media = media
+        self.renditions = parse_ladder(media.ladder, media.still_fps)
         self.model = model.Room(name)
         self.publishers: dict[str, PublishSession] = {}
         self.players: dict[str, PlaySession] = {}
@@ -67,7 +69,7 @@ class RoomRuntime:
         await self._evict_stale(source)
         session = PublishSession(self.name, new_session_id(), teacher, source, self._on_dead)
         try:
-            answer = await session.start(offer, shape.kinds, self.media)
+            answer = await session.start(offer, shape.kinds, self.media, self.renditions)
             events = self.model.publish(session.id, source, teacher, shape.kinds)
         except BaseException:
             await close_quietly(session)
@@ -77,15 +79,17 @@ class RoomRuntime:
         self._apply(events)
         return session.id, answer
 
-    async def play(self, classroom: str, offer: str, shape: OfferShape) -> tuple[str, str]:
-        """Start a classroom playback; returns (session id, SDP answer)."""
+    async def play(
+        self, classroom: str, offer: str, shape: OfferShape, cap: str | None = None
+    ) -> tuple[str, str]:
+        """Start a classroom playback, its video at most at layer `cap`; returns (session id,
+        SDP answer)."""
         session = PlaySession(self.name, new_session_id(), classroom, self._on_dead)
         slots = (SlotKey(session.id, "audio"),) * shape.audio + tuple(
             SlotKey(session.id, "video", i) for i in range(shape.video)
         )
-        limits = {"audio": self.media.audio_queue_packets, "video": self.media.video_queue_frames}
         try:
-            answer = await session.start(offer, slots, limits)
+            answer = await session.start(offer, slots, self.media, self.renditions, cap)
             events = self.model.join(session.id, classroom, bool(shape.audio), shape.video)
         except BaseException:
             await close_quietly(session)
@@ -154,7 +158,5 @@ class RoomRuntime:
     def _assign(self, event: FeedAssigned) -> None:
         """Point one classroom down track at the upstream now carrying its feed."""
         player = self.players.get(event.slot.session)
-        track = player.tracks.get(event.slot) if player else None
-        if track is None:
-            return
-        track.retarget(self.upstreams.get(event.feed) if event.feed else None)
+        if player is not None:
+            player.assign(event.slot, self.upstreams.get(event.feed) if event.feed else None)

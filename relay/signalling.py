@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from relay.config import MediaConfig
 from relay.context import CTX, Context
+from relay.core.ladder import LadderError, check_cap, parse_ladder
 from relay.errors import BadRequest, NotFound, PayloadTooLarge, Unauthorized, UnsupportedMediaType
 from relay.rtc.sdp import check_offer
 from relay.tokens import Grant, validate_room, verify
@@ -79,14 +81,23 @@ async def whep_post(request: web.Request) -> web.Response:
     ctx: Context = request.app[CTX]
     room = validate_room(request.match_info["room"])
     grant = authorize(request, room, {"classroom", "node"})
+    cap = quality_cap(request, ctx.media)
     offer = await read_sdp(request, ctx.media.max_sdp_bytes)
     shape = check_offer(offer, sending=False)
     runtime = ctx.registry.get(room)
     try:
-        session_id, answer = await runtime.play(grant.name, offer, shape)
+        session_id, answer = await runtime.play(grant.name, offer, shape, cap)
     finally:
         ctx.registry.release(room)
     return sdp_created(f"/whep/{room}/{session_id}", answer)
+
+
+def quality_cap(request: web.Request, media: MediaConfig) -> str | None:
+    """The best layer a classroom asked for (`?quality=180p`, `low`, `audio`), checked."""
+    try:
+        return check_cap(request.query.get("quality"), parse_ladder(media.ladder, media.still_fps))
+    except LadderError as error:
+        raise BadRequest(str(error)) from None
 
 
 async def session_delete(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from fractions import Fraction
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 import av
 from aiortc import MediaStreamTrack
@@ -19,9 +19,18 @@ from aiortc.mediastreams import MediaStreamError
 from monitoring import metrics
 from relay.core.codecs import AUDIO_CLOCK_RATE, VIDEO_CLOCK_RATE
 from relay.core.forwarder import Forwarder, Frame, OutFrame, Verdict
+from relay.core.keyframes import GopCache
 
-if TYPE_CHECKING:
-    from relay.rtc.upstream import Upstream
+
+class FrameSource(Protocol):
+    """What a down track listens to: a teacher track (`Upstream`) or one of its renditions."""
+
+    listeners: set[DownTrack]
+    gop: GopCache
+
+    def request_keyframe(self) -> None: ...
+
+    def __hash__(self) -> int: ...
 
 
 class DownTrack(MediaStreamTrack):
@@ -34,33 +43,33 @@ class DownTrack(MediaStreamTrack):
         clock_rate = VIDEO_CLOCK_RATE if video else AUDIO_CLOCK_RATE
         self.forwarder = Forwarder(video, clock_rate, limit)
         self._time_base = Fraction(1, clock_rate)
-        self._listening: set[Upstream] = set()
+        self._listening: set[FrameSource] = set()
         self._waiter: asyncio.Future[None] | None = None
         # frames are queued only once the sender runs, i.e. the classroom is connected
         self._sending = False
 
-    def retarget(self, upstream: Upstream | None) -> None:
-        """Carry `upstream` from its next keyframe on; None stops this track's media."""
-        self.forwarder.retarget(upstream)
-        if upstream is not None:
-            upstream.listeners.add(self)
-            self._listening.add(upstream)
+    def retarget(self, source: FrameSource | None) -> None:
+        """Carry `source` from its next keyframe on; None stops this track's media."""
+        self.forwarder.retarget(source)
+        if source is not None:
+            source.listeners.add(self)
+            self._listening.add(source)
             if self.forwarder.wants_keyframe and self._sending:
-                self._start_from(upstream)
+                self._start_from(source)
         self._prune()
 
-    def _start_from(self, upstream: Upstream) -> None:
-        """Replay the upstream's short GOP if it has one, else ask for a keyframe."""
-        cached = upstream.gop.replay()
+    def _start_from(self, source: FrameSource) -> None:
+        """Replay the source's short GOP if it has one, else ask for a keyframe."""
+        cached = source.gop.replay()
         if not cached:
-            upstream.request_keyframe()
+            source.request_keyframe()
             return
         now = asyncio.get_running_loop().time()
         for frame in cached:
             self.push(frame, now)
 
     def push(self, frame: Frame, now: float) -> None:
-        """Offer one upstream frame; called by Upstream's fan-out, never raises."""
+        """Offer one upstream frame; called by FrameSource's fan-out, never raises."""
         if not self._sending:
             return  # not connected yet: queueing now would only send stale frames later
         current = self.forwarder.current
@@ -73,18 +82,18 @@ class DownTrack(MediaStreamTrack):
             return
         metrics.count_drop(verdict.value)
         if verdict is not Verdict.NOT_TARGET:
-            cast("Upstream", frame.origin).request_keyframe()
+            cast("FrameSource", frame.origin).request_keyframe()
 
     def picture_lost(self) -> None:
         """The classroom sent PLI/FIR: ask upstream, coalesced, for a keyframe."""
         origin = self.forwarder.target or self.forwarder.current
         if origin is not None:
-            cast("Upstream", origin).request_keyframe()
+            cast("FrameSource", origin).request_keyframe()
 
-    def origin_closed(self, upstream: Upstream) -> None:
-        """The teacher track went away; stop listening to it."""
-        self._listening.discard(upstream)
-        self.forwarder.forget(upstream)
+    def origin_closed(self, source: FrameSource) -> None:
+        """The source went away (teacher left, rendition closed); stop listening to it."""
+        self._listening.discard(source)
+        self.forwarder.forget(source)
 
     async def next_frame(self) -> OutFrame:
         """The next frame to send; waits while the queue is empty, raises once stopped."""
@@ -104,7 +113,7 @@ class DownTrack(MediaStreamTrack):
         self._sending = True
         target = self.forwarder.target
         if target is not None:
-            self._start_from(cast("Upstream", target))
+            self._start_from(cast("FrameSource", target))
 
     async def recv(self) -> av.Packet:  # type: ignore[type-arg]
         """The MediaStreamTrack interface, for consumers other than the relay's packet loop

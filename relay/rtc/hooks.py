@@ -1,7 +1,7 @@
 """Every hook Ketang has into aiortc's private state, in one place, pinned to aiortc 1.16.
 
 aiortc decodes everything it receives and ignores keyframe requests for pre-encoded media. A
-forwarding relay needs three things aiortc has no public API for:
+forwarding relay needs these things aiortc has no public API for:
 
 1. complete, depayloaded frames taken *before* the decoder (`tap_frames`): we replace `put` on
    the receiver's decoder queue; the jitter buffer, NACK, RR and REMB keep working;
@@ -14,7 +14,9 @@ forwarding relay needs three things aiortc has no public API for:
    reports and stop() working through `SenderInternals`;
 5. a synchronous path from RTP bytes to the socket (`direct_rtp_sender`): SRTP-protect and
    `sendto` on the nominated ICE pair, without the four coroutine layers (DTLS transport, ICE
-   transport, aioice connection, STUN protocol) aiortc awaits per packet.
+   transport, aioice connection, STUN protocol) aiortc awaits per packet;
+6. every RTCP packet a classroom sends to one of our senders (`on_rtcp`): REMB, receiver
+   reports and NACKs are the inputs of the relay's bandwidth estimate.
 
 `check_aiortc()` runs at start-up and in tests/rtc/test_hooks.py: if aiortc changes under these
 hooks, it fails loudly instead of letting media silently stop.
@@ -57,6 +59,7 @@ _SENDER_FIELDS = (
     "_RTCRtpSender__rtp_timestamp",
     "_RTCRtpSender__octet_count",
     "_RTCRtpSender__packet_count",
+    "_RTCRtpSender__rtt",
 )
 
 FrameSink = Callable[[Any, Any], None]
@@ -85,6 +88,7 @@ def check_aiortc() -> None:
     _require(RTCRtpSender.__init__, _SENDER_FIELDS, "RTCRtpSender state")
     _require(RTCDtlsTransport._send_rtp, ("_tx_srtp", "_state", "transport", "_send"), "SRTP send")
     _require(aioice.Connection.sendto, ("_nominated", "protocol", "remote_addr"), "ICE send")
+    _require(RTCDtlsTransport._handle_rtcp_data, ("_handle_rtcp_packet",), "RTCP routing")
     _require(aioice.ice.StunProtocol.send_data, ("transport", "sendto"), "ICE send")
 
 
@@ -223,3 +227,29 @@ def direct_rtp_sender(transport: RTCDtlsTransport) -> RtpSend | None:
         sendto(protect(packet), address)
 
     return send
+
+
+def sender_rtt(sender: RTCRtpSender) -> float | None:
+    """The round-trip time aiortc measured from the receiver's reports on our sender reports,
+    in seconds (RFC 3550 §6.4.1, smoothed); None before the first."""
+    value: float | None = getattr(sender, "_RTCRtpSender__rtt", None)
+    return value
+
+
+RtcpSink = Callable[[Any], None]
+"""Receives every RTCP packet aiortc routes to one sender (RR, SR, REMB, NACK, PLI)."""
+
+
+def on_rtcp(sender: RTCRtpSender, sink: RtcpSink) -> None:
+    """Show `sink` each RTCP packet routed to `sender` before aiortc handles it: aiortc reads
+    only RTT and NACKs from them for pre-encoded media, and drops REMB on an unused encoder."""
+    handle: Callable[[Any], Awaitable[None]] = sender._handle_rtcp_packet
+
+    async def tapped(packet: Any) -> None:
+        try:
+            sink(packet)
+        except Exception:  # feedback parsing must never break the sender's RTCP handling
+            logger.exception("RTCP tap failed")
+        await handle(packet)
+
+    setattr(sender, "_handle_rtcp_packet", tapped)

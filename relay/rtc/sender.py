@@ -27,6 +27,9 @@ from relay.rtc.hooks import SenderInternals, direct_rtp_sender, install_packet_l
 logger = logging.getLogger(__name__)
 
 HISTORY_SIZE = 128  # packets kept for retransmission, as aiortc's sender keeps
+# Bytes each packet adds on the wire beyond the RTP packet: IPv4 + UDP headers (28) and the
+# SRTP authentication tag (10, RFC 3711 §5.2 with HMAC-SHA1-80); links are shaped on these.
+WIRE_OVERHEAD = 38
 _HEADER = struct.Struct("!BBHLL")  # RFC 3550 §5.1 fixed header: V/P/X/CC, M/PT, seq, ts, SSRC
 
 
@@ -45,12 +48,23 @@ class _Sent:
         self.payload = payload
 
 
+class SendCounters:
+    """What one classroom connection was sent, across its down tracks: the estimator's input."""
+
+    __slots__ = ("octets", "packets")
+
+    def __init__(self) -> None:
+        self.octets = 0  # on the wire, retransmissions included
+        self.packets = 0
+
+
 class PacketLoop:
     """Sends a DownTrack's frames through one RTCRtpSender's transport."""
 
-    def __init__(self, track: DownTrack, sender: RTCRtpSender) -> None:
+    def __init__(self, track: DownTrack, sender: RTCRtpSender, counters: SendCounters) -> None:
         self._track = track
         self._sender = sender
+        self._counters = counters
         self._history: list[_Sent | None] = [None] * HISTORY_SIZE
         # random starting points, as RFC 3550 §5.1 asks; the 15-bit sequence start follows
         # aiortc, which avoids an early wraparound that breaks SRTP decryption in Chrome
@@ -92,7 +106,7 @@ class PacketLoop:
         send = direct_rtp_sender(self._sender.transport)
         if send is None:
             raise ConnectionError("classroom transport not connected")
-        octets = 0
+        octets = wire = 0
         for index, chunk in enumerate(chunks):
             payload = vp8_descriptor(index == 0, self._picture_id) + chunk if vp8 else chunk
             marker = int(index == last)
@@ -103,10 +117,14 @@ class PacketLoop:
             )
             self._sequence = (sequence + 1) & 0xFFFF
             octets += len(payload)
-            send(header + extensions + payload)
+            packet = header + extensions + payload
+            wire += len(packet) + WIRE_OVERHEAD
+            send(packet)
         if vp8:
             self._picture_id = (self._picture_id + 1) & 0x7FFF
         internals.account(len(chunks), octets, timestamp)
+        self._counters.octets += wire
+        self._counters.packets += len(chunks)
 
     async def retransmit(self, sequence_number: int) -> None:
         """Answer a classroom's NACK from our history, as RTX when negotiated (RFC 4588)."""
@@ -130,4 +148,7 @@ class PacketLoop:
         )
         send = direct_rtp_sender(self._sender.transport)
         if send is not None:  # else the classroom left meanwhile
-            send(header + sent.extensions + payload)
+            packet = header + sent.extensions + payload
+            send(packet)
+            self._counters.octets += len(packet) + WIRE_OVERHEAD
+            self._counters.packets += 1

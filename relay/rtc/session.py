@@ -19,12 +19,15 @@ from aiortc import (
 )
 
 from relay.config import MediaConfig
+from relay.core.allocator import AbrParams
+from relay.core.ladder import Rendition
 from relay.core.model import FeedKey, SlotKey
 from relay.errors import BadRequest
 from relay.rtc import hooks
+from relay.rtc.abr import ClassroomRate
 from relay.rtc.downtrack import DownTrack
 from relay.rtc.sdp import codec_preferences
-from relay.rtc.sender import PacketLoop
+from relay.rtc.sender import PacketLoop, SendCounters
 from relay.rtc.upstream import Upstream
 
 logger = logging.getLogger(__name__)
@@ -87,7 +90,13 @@ class PublishSession(Session):
         self.upstreams: dict[FeedKey, Upstream] = {}
         self.started_at = asyncio.get_running_loop().time()
 
-    async def start(self, offer: str, kinds: frozenset[str], media: MediaConfig) -> str:
+    async def start(
+        self,
+        offer: str,
+        kinds: frozenset[str],
+        media: MediaConfig,
+        renditions: tuple[Rendition, ...],
+    ) -> str:
         """Negotiate receive-only transceivers and tap their receivers; returns the answer."""
         transceivers: dict[str, RTCRtpTransceiver] = {}
         for kind in sorted(kinds):
@@ -96,7 +105,8 @@ class PublishSession(Session):
         answer = await self._answer(offer)
         for kind, transceiver in transceivers.items():
             feed = FeedKey(self.source, kind)
-            self.upstreams[feed] = Upstream(self.room, feed, transceiver.receiver, media)
+            receiver = transceiver.receiver
+            self.upstreams[feed] = Upstream(self.room, feed, receiver, media, renditions)
         return answer
 
     def last_sign_of_life(self) -> float:
@@ -118,19 +128,41 @@ class PlaySession(Session):
     ) -> None:
         super().__init__(room, session_id, name, on_dead)
         self.tracks: dict[SlotKey, DownTrack] = {}
+        self.counters = SendCounters()
+        self.rate: ClassroomRate | None = None
 
-    async def start(self, offer: str, slots: tuple[SlotKey, ...], limits: dict[str, int]) -> str:
+    async def start(
+        self,
+        offer: str,
+        slots: tuple[SlotKey, ...],
+        media: MediaConfig,
+        renditions: tuple[Rendition, ...],
+        cap: str | None,
+    ) -> str:
         """Negotiate send-only transceivers, one down track each; returns the answer."""
+        limits = {"audio": media.audio_queue_packets, "video": media.video_queue_frames}
+        senders = {}
         for slot in slots:
             track = DownTrack(slot.kind, limits[slot.kind])
             transceiver = self.pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(codec_preferences(slot.kind))
             hooks.on_keyframe_request(transceiver.sender, track.picture_lost)
-            PacketLoop(track, transceiver.sender)
+            PacketLoop(track, transceiver.sender, self.counters)
             self.tracks[slot] = track
-        return await self._answer(offer)
+            senders[slot] = transceiver.sender
+        self.rate = ClassroomRate(self.tracks, senders, self.counters, renditions, cap, AbrParams())
+        answer = await self._answer(offer)
+        self.rate.start()
+        return answer
+
+    def assign(self, slot: SlotKey, upstream: Upstream | None) -> None:
+        """Carry `upstream` on one down track, at the layer the classroom's link allows."""
+        if self.rate is not None and slot in self.tracks:
+            self.rate.assign(slot, upstream)
 
     async def close(self) -> None:
+        if self.rate is not None:
+            self.rate.stop()
         for track in self.tracks.values():
             track.stop()
         await super().close()

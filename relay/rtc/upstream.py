@@ -20,11 +20,14 @@ from relay.core.codecs import (
     is_vp8_keyframe,
     split,
 )
+from relay.core.estimator import RateMeter
 from relay.core.forwarder import Frame
 from relay.core.keyframes import GopCache, KeyframeCoalescer
+from relay.core.ladder import Rendition as RenditionSpec
 from relay.core.model import FeedKey
 from relay.rtc import hooks
 from relay.rtc.jitter import EagerJitterBuffer
+from relay.rtc.ladder import Ladder
 
 if TYPE_CHECKING:
     from relay.rtc.downtrack import DownTrack
@@ -36,7 +39,12 @@ class Upstream:
     """Fans one teacher track's encoded frames out to the down tracks listening to it."""
 
     def __init__(
-        self, room: str, feed: FeedKey, receiver: RTCRtpReceiver, media: MediaConfig
+        self,
+        room: str,
+        feed: FeedKey,
+        receiver: RTCRtpReceiver,
+        media: MediaConfig,
+        renditions: tuple[RenditionSpec, ...] = (),
     ) -> None:
         self.room = room
         self.feed = feed
@@ -46,9 +54,11 @@ class Upstream:
         self.gop = GopCache(media.gop_cache_frames)
         self.frames = 0
         self.last_frame_at: float | None = None
+        self.meter = RateMeter()
         self._receiver = receiver
         self._loop = asyncio.get_running_loop()
         self._pending: set[asyncio.Task[None]] = set()
+        self.ladder = Ladder(self, renditions, media.gop_cache_frames) if self.video else None
         hooks.tap_frames(receiver, self._on_frame)
         original = hooks.jitter_buffer_of(receiver)
         hooks.release_frames_early(
@@ -73,10 +83,13 @@ class Upstream:
         self.last_frame_at = now
         chunks = split(data, VP8_CHUNK_SIZE) if self.video else (data,)
         frame = Frame(self, data, timestamp, keyframe, chunks)
+        self.meter.add(len(data), now)
         if self.video:
             self.gop.add(frame)
         for listener in tuple(self.listeners):
             listener.push(frame, now)
+        if self.ladder is not None and self.ladder.renditions:
+            self.ladder.feed(frame, now)
         metrics.count_ingest(self.feed.kind, len(data))
 
     def request_keyframe(self) -> None:
@@ -89,8 +102,15 @@ class Upstream:
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
+    @property
+    def bitrate(self) -> int:
+        """Bits per second the teacher sends on this track, as measured over the last second."""
+        return int(self.meter.rate)
+
     def close(self) -> None:
         """Detach every listener; the receiver itself is stopped with its peer connection."""
+        if self.ladder is not None:
+            self.ladder.close()
         for listener in tuple(self.listeners):
             listener.origin_closed(self)
         self.listeners.clear()

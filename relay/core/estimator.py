@@ -1,0 +1,239 @@
+"""One classroom's available bandwidth, from what its receiver sends back.
+
+aiortc has no transport-cc, so the signals are those of RFC 4585/3550 and REMB:
+
+- REMB: the receiver's delay-based estimate (draft-alvestrand-rmcat-remb). It reacts to a
+  growing queue before packets drop, but it can only rise to about 1.5 x what it receives
+  (libwebrtc's AIMD), so it says "no congestion" rather than "this much fits";
+- receiver-report loss and NACKs: random loss on a rural wireless link is not congestion, but
+  heavy loss is, and the rate that got through then bounds what fits;
+- the rate the relay actually sent, measured from its own packet counters.
+
+The estimate is the lower of REMB and a loss-based bound (draft-ietf-rmcat-gcc-02 §6). Besides
+the number it answers the two questions the allocator asks: is the link congested now, and is
+there room to try more.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+# Per draft-ietf-rmcat-gcc-02 §6: above 10 % loss the link is overused, below 2 % it is not.
+LOSS_HIGH = 0.10
+LOSS_LOW = 0.02
+# Random loss up to this much (a lossy rural radio link) still allows trying an upgrade;
+# congestion then shows as REMB falling or loss rising past LOSS_HIGH.
+LOSS_PROBE = 0.05
+# Seconds of history for the sent rate and the NACK-based loss; one RTCP interval or more.
+WINDOW = 1.0
+# A REMB older than this is no longer evidence (receivers send one at least every second).
+REMB_STALE = 3.0
+# A loss report this old no longer describes the link; reports within it are pooled, so a
+# one-second report of a 50-packet audio stream cannot swing the verdict alone.
+LOSS_STALE = 3.0
+# Fewer packets than this in a window say too little about loss to act on (1 of 20 is 5 %).
+MIN_PACKETS = 30
+# After a loss-based decrease, let the receiver's reports catch up before deciding again:
+# reports still describing the old rate would otherwise cut the new one too.
+DECREASE_HOLD = 1.5
+# Margin kept below the delivered rate after heavy loss, as GCC's 0.85 on overuse.
+DELIVERED_SHARE = 0.85
+# A REMB this far below its recent peak is an overuse cut (libwebrtc's AIMD cuts to 0.85 x
+# the received rate); smaller wobbles are noise (Jitsi ignores changes under 15 %).
+REMB_FALL = 0.9
+# REMB at least this far above the sent rate means its estimator saw no queue building
+# (it may exceed the received rate by up to 1.5x): there is room to try the next layer.
+REMB_ROOM = 1.25
+# Queueing delay (smoothed RTT over the lowest RTT seen) that confirms a falling REMB: a
+# REMB estimator reacts to delay trends, and without a standing queue its dips are noise.
+QUEUE_DELAY = 0.05
+# Seconds over which the lowest RTT is the path's base RTT (a minimum filter, as BBR keeps).
+BASE_RTT_WINDOW = 30.0
+# Loss-based bound growth per second while loss stays low, per GCC §6 (1.05 per report).
+GROWTH = 1.05
+
+
+class RateMeter:
+    """Bits per second of a stream of sizes, over windows of about a second, smoothed."""
+
+    __slots__ = ("_bytes", "_start", "rate")
+
+    def __init__(self) -> None:
+        self._bytes = 0
+        self._start: float | None = None
+        self.rate = 0.0  # 0 until the first window closed
+
+    def add(self, size: int, now: float) -> None:
+        """Count `size` bytes seen at `now`."""
+        if self._start is None:
+            self._start = now
+        elapsed = now - self._start
+        if elapsed >= WINDOW:
+            measured = 8 * self._bytes / elapsed
+            self.rate = measured if not self.rate else 0.5 * self.rate + 0.5 * measured
+            self._bytes, self._start = 0, now
+        self._bytes += size
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """Cumulative send counters of one classroom at one moment."""
+
+    now: float
+    octets: int  # payload and header octets sent, retransmissions included
+    packets: int
+    nacked: int  # packets the classroom asked to be retransmitted
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One RTCP report block (RFC 3550 §6.4.1) as the estimator needs it."""
+
+    at: float
+    fraction: float  # lost since the previous report, 0..1
+    lost: int  # cumulative packets lost
+    highest: int  # extended highest sequence number received
+
+
+class BandwidthEstimator:
+    """Available bitrate for one classroom's connection, in bits per second."""
+
+    def __init__(self) -> None:
+        self._samples: deque[Sample] = deque()
+        self._rembs: dict[frozenset[int], tuple[float, float]] = {}  # ssrcs -> (bps, at)
+        self._remb_peak: deque[tuple[float, float]] = deque()  # (at, total) for the trend
+        self._reports: dict[int, deque[Report]] = {}
+        self._loss_bound: float | None = None
+        self._held_until = -1.0
+        self._last_update: float | None = None
+        self.rtt: float | None = None
+        self._rtt_floor: deque[tuple[float, float]] = deque()  # (at, rtt), rising
+
+    # inputs
+
+    def on_remb(self, ssrcs: frozenset[int], bitrate: float, now: float) -> None:
+        """A REMB for these media SSRCs (one receiver may send one per stream, or one for all)."""
+        self._rembs[ssrcs] = (bitrate, now)
+        self._remb_peak.append((now, self._remb_total(now) or 0.0))
+
+    def on_report(self, ssrc: int, report: Report) -> None:
+        """A receiver report block about one of our streams."""
+        history = self._reports.setdefault(ssrc, deque(maxlen=8))
+        if history and history[-1].highest == report.highest:
+            return  # the same report, routed to a second sender of this connection
+        history.append(report)
+
+    def on_rtt(self, rtt: float, now: float) -> None:
+        """Round-trip time from a report's LSR/DLSR, smoothed as RFC 6298 does for TCP."""
+        self.rtt = rtt if self.rtt is None else 0.875 * self.rtt + 0.125 * rtt
+        floor = self._rtt_floor
+        while floor and (floor[-1][1] >= rtt or now - floor[0][0] > BASE_RTT_WINDOW):
+            floor.pop() if floor[-1][1] >= rtt else floor.popleft()
+        floor.append((now, rtt))
+
+    def queue_delay(self) -> float | None:
+        """How much the smoothed RTT exceeds the lowest recent one: the standing queue."""
+        if self.rtt is None or not self._rtt_floor:
+            return None
+        return max(self.rtt - self._rtt_floor[0][1], 0.0)
+
+    def on_sample(self, sample: Sample) -> None:
+        """The send counters, once per controller tick; updates the loss-based bound."""
+        self._samples.append(sample)
+        while len(self._samples) > 2 and sample.now - self._samples[1].now >= WINDOW:
+            self._samples.popleft()
+        while self._remb_peak and sample.now - self._remb_peak[0][0] > 2 * WINDOW:
+            self._remb_peak.popleft()
+        self._update_bound(sample.now)
+
+    # outputs
+
+    def sent_rate(self) -> float:
+        """Bits per second sent over the last window."""
+        first, last = self._samples[0], self._samples[-1]
+        elapsed = last.now - first.now
+        return 8 * (last.octets - first.octets) / elapsed if elapsed > 0 else 0.0
+
+    def loss(self, now: float) -> float:
+        """Recent loss share: the worse of the receiver reports and the NACK rate."""
+        return max(self._report_loss(now), self._nack_loss())
+
+    def _report_loss(self, now: float) -> float:
+        """Packets lost over packets expected, pooled over every stream's recent reports;
+        a lone report per stream counts with its own fraction."""
+        lost = expected = 0
+        fractions = []
+        for history in self._reports.values():
+            fresh = [r for r in history if now - r.at <= LOSS_STALE]
+            if len(fresh) >= 2:
+                lost += fresh[-1].lost - fresh[0].lost
+                expected += fresh[-1].highest - fresh[0].highest
+            elif fresh:
+                fractions.append(fresh[0].fraction)
+        if expected >= MIN_PACKETS:
+            return max(lost, 0) / expected
+        return max(fractions, default=0.0)
+
+    def remb(self, now: float) -> float | None:
+        """The receiver's own estimate, if it sent a fresh one."""
+        return self._remb_total(now)
+
+    def estimate(self, now: float) -> float | None:
+        """Bits per second the link carries, as far as the signals tell; None before any.
+
+        Never below what just got through (sent minus lost, with GCC's margin): a REMB far
+        under the delivered rate is an estimator that has not caught up, not the link."""
+        bounds = [b for b in (self._remb_total(now), self._loss_bound) if b is not None]
+        if not bounds:
+            return None
+        delivered = self.sent_rate() * (1 - self.loss(now)) * DELIVERED_SHARE
+        return max(min(bounds), delivered)
+
+    def congested(self, now: float) -> bool:
+        """True when the link carries less than is sent: heavy loss, or a REMB that fell
+        below the sent rate while a queue stands (RTT grew). A REMB merely below it is not
+        enough: REMB trails any rise of the sent rate (a teacher starting, a try) by seconds."""
+        if self.loss(now) > LOSS_HIGH:
+            return True
+        remb, sent = self._remb_total(now), self.sent_rate()
+        if remb is None or remb >= sent or not self._remb_peak:
+            return False
+        queue = self.queue_delay()
+        if queue is None or queue < QUEUE_DELAY:
+            return False
+        return remb < REMB_FALL * max(p for _, p in self._remb_peak)
+
+    def room(self, now: float) -> bool:
+        """True when nothing says the link is full, so trying the next layer is reasonable."""
+        if self.loss(now) > LOSS_PROBE or self.congested(now):
+            return False
+        remb, sent = self._remb_total(now), self.sent_rate()
+        return remb is None or remb >= REMB_ROOM * sent
+
+    # internals
+
+    def _remb_total(self, now: float) -> float | None:
+        fresh = [bps for bps, at in self._rembs.values() if now - at <= REMB_STALE]
+        return sum(fresh) if fresh else None
+
+    def _nack_loss(self) -> float:
+        first, last = self._samples[0], self._samples[-1]
+        packets = last.packets - first.packets
+        return min((last.nacked - first.nacked) / packets, 1.0) if packets >= MIN_PACKETS else 0.0
+
+    def _update_bound(self, now: float) -> None:
+        """GCC's loss-based controller: cut to what got through on heavy loss, grow on low."""
+        elapsed = 0.0 if self._last_update is None else now - self._last_update
+        self._last_update = now
+        if now < self._held_until:
+            return
+        loss, sent = self.loss(now), self.sent_rate()
+        if loss > LOSS_HIGH and sent > 0:
+            delivered = sent * (1 - loss) * DELIVERED_SHARE
+            self._loss_bound = min(self._loss_bound or delivered, delivered)
+            self._held_until = now + DECREASE_HOLD
+        elif loss < LOSS_LOW and self._loss_bound is not None:
+            self._loss_bound *= GROWTH**elapsed
+            if self._loss_bound > 4 * max(sent, 1.0):
+                self._loss_bound = None  # far above anything sent: no longer a bound

@@ -1,0 +1,215 @@
+"""One classroom's adaptive bitrate: its RTCP in, the layer of each video slot out.
+
+The pure parts decide (relay.core.estimator, relay.core.allocator); this shell feeds them the
+classroom's REMB, receiver reports and NACKs (tapped from its senders), the relay's own send
+counters and the loop clock, and points each video down track at the chosen layer: the
+teacher's `Upstream` for "source", a `Rendition` of its ladder, or nothing while paused. The
+down track's forwarder then switches at the next keyframe of the new layer, which a rendition
+makes on request at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Hashable
+
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
+
+from relay.core.allocator import AbrParams, Change, RateController, SlotDemand
+from relay.core.estimator import BandwidthEstimator, Report, Sample
+from relay.core.ladder import SOURCE, layers
+from relay.core.ladder import Rendition as RenditionSpec
+from relay.core.model import SlotKey
+from relay.rtc import hooks
+from relay.rtc.downtrack import DownTrack, FrameSource
+from relay.rtc.sender import SendCounters
+from relay.rtc.upstream import Upstream
+
+logger = logging.getLogger(__name__)
+
+# Seconds between two decisions: fast enough to act on the first overuse REMB within a frame
+# or so of it, cheap enough for hundreds of classrooms (a few dict operations each).
+TICK = 0.25
+# Until the teacher's rate is measured (its first second), assume a typical browser camera.
+ASSUMED_SOURCE_BITRATE = 1_500_000
+# Opus at the browser default (32 kbit/s) plus 50 packets a second of RTP/UDP/IP/SRTP headers.
+ASSUMED_AUDIO_BITRATE = 56_000
+AUDIO_OVERHEAD = 50 * 8 * 50  # 50 packets a second, 50 header bytes each
+# NACKed sequence numbers remembered per stream to count repeats once: the sender's history.
+NACK_MEMORY = 128
+
+
+class ClassroomRate:
+    """Estimator and rate controller of one classroom connection, wired to its senders."""
+
+    def __init__(
+        self,
+        tracks: dict[SlotKey, DownTrack],
+        senders: dict[SlotKey, RTCRtpSender],
+        counters: SendCounters,
+        renditions: tuple[RenditionSpec, ...],
+        cap: str | None,
+        params: AbrParams,
+    ) -> None:
+        self.tracks = tracks
+        self.counters = counters
+        self.renditions = renditions
+        self.cap = cap
+        self.estimator = BandwidthEstimator()
+        self.controller = RateController(params)
+        self.feeds: dict[SlotKey, Upstream | None] = {}
+        self._chosen: dict[SlotKey, FrameSource | None] = {}
+        self._senders = list(senders.values())
+        self._ssrcs = {sender._ssrc for sender in self._senders}
+        self._rtt: float | None = None
+        self._nacked = 0
+        self._nack_seen: dict[int, deque[int]] = {}
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[None] | None = None
+        for sender in senders.values():
+            hooks.on_rtcp(sender, self._on_rtcp)
+
+    @property
+    def changes(self) -> list[Change]:
+        """Every layer change so far, oldest first: the classroom's rendition timeline."""
+        return list(self.controller.changes)
+
+    def layer(self, slot: SlotKey) -> str | None:
+        """The layer a video slot carries now, or None without a feed."""
+        return self.controller.current.get(slot)
+
+    def start(self) -> None:
+        """Begin deciding every TICK seconds; the connection is being set up."""
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def assign(self, slot: SlotKey, upstream: Upstream | None) -> None:
+        """The room model put `upstream` (or nothing) on this slot."""
+        self.feeds[slot] = upstream
+        if slot.kind == "audio" or upstream is None:
+            self._point(slot, upstream)
+            return
+        self.decide(self._loop.time())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            try:
+                self.decide(self._loop.time())
+            except Exception:  # a bug here must not stop the classroom's media
+                logger.exception("rate decision failed")
+
+    def decide(self, now: float) -> None:
+        """One step: counters into the estimator, estimate into the controller, layers out."""
+        estimator = self.estimator
+        counters = self.counters
+        estimator.on_sample(Sample(now, counters.octets, counters.packets, self._nacked))
+        rtts = [r for r in map(hooks.sender_rtt, self._senders) if r is not None]
+        if rtts and min(rtts) != self._rtt:
+            self._rtt = min(rtts)
+            estimator.on_rtt(self._rtt, now)
+        demands = self._demands()
+        seen = len(self.controller.changes)
+        choice = self.controller.update(
+            now,
+            demands,
+            estimator.estimate(now),
+            self._audio_bitrate(),
+            estimator.congested(now),
+            estimator.room(now),
+        )
+        for change in list(self.controller.changes)[seen:]:
+            logger.info(
+                "classroom %s %s: %s (%s) at %.0f kbit/s, loss %.1f%%, queue %s ms",
+                getattr(change.slot, "session", "?"),
+                getattr(change.slot, "index", "?"),
+                change.layer,
+                change.reason,
+                (estimator.estimate(now) or 0) / 1000,
+                100 * estimator.loss(now),
+                round(1000 * (estimator.queue_delay() or 0)),
+            )
+        for slot, name in choice.items():
+            assert isinstance(slot, SlotKey)
+            upstream = self.feeds.get(slot)
+            if upstream is not None:
+                self._point(slot, _layer_source(upstream, name))
+
+    def _demands(self) -> list[SlotDemand]:
+        demands = []
+        for slot, upstream in self.feeds.items():
+            if slot.kind != "video" or upstream is None:
+                continue
+            renditions = self.renditions if upstream.ladder and upstream.ladder.renditions else ()
+            screen = upstream.feed.source == "screen"
+            bitrate = upstream.bitrate or ASSUMED_SOURCE_BITRATE
+            choices = layers(bitrate, renditions, screen, self.cap)
+            demands.append(SlotDemand(slot, screen, choices))
+        return demands
+
+    def _audio_bitrate(self) -> float:
+        audio = [u for s, u in self.feeds.items() if s.kind == "audio" and u is not None]
+        if not audio:
+            return 0.0
+        measured = sum(u.bitrate for u in audio)
+        return measured + AUDIO_OVERHEAD if measured else ASSUMED_AUDIO_BITRATE
+
+    def _point(self, slot: SlotKey, source: FrameSource | None) -> None:
+        """Retarget the slot's down track, if that changes anything."""
+        if slot in self._chosen and self._chosen[slot] is source:
+            return
+        self._chosen[slot] = source
+        track = self.tracks.get(slot)
+        if track is not None:
+            track.retarget(source)  # replays the layer's GOP, or asks it for a keyframe
+
+    def _on_rtcp(self, packet: object) -> None:
+        """Feedback from the classroom, as aiortc routes it to one of our senders."""
+        now = self._loop.time()
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            self.estimator.on_remb(frozenset(ssrcs), bitrate, now)
+        elif isinstance(packet, RtcpRrPacket | RtcpSrPacket):
+            for report in packet.reports:
+                if report.ssrc not in self._ssrcs:
+                    continue
+                fraction = report.fraction_lost / 256
+                block = Report(now, fraction, report.packets_lost, report.highest_sequence)
+                self.estimator.on_report(report.ssrc, block)
+        elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            self._count_nacks(packet.media_ssrc, packet.lost)
+
+    def _count_nacks(self, ssrc: int, lost: list[int]) -> None:
+        """Count each NACKed packet once: receivers repeat what is still missing."""
+        seen = self._nack_seen.setdefault(ssrc, deque(maxlen=NACK_MEMORY))
+        for sequence in lost:
+            if sequence not in seen:
+                seen.append(sequence)
+                self._nacked += 1
+
+
+def _layer_source(upstream: Upstream, name: Hashable) -> FrameSource | None:
+    """The object that produces a layer: the teacher's track, a rendition, or none (paused)."""
+    if name == SOURCE:
+        return upstream
+    ladder = upstream.ladder
+    return ladder.rendition(str(name)) if ladder is not None else None

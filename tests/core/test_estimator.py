@@ -1,0 +1,148 @@
+import pytest
+
+from relay.core.estimator import BandwidthEstimator, Report, Sample
+
+SSRCS = frozenset({1111})
+
+
+def report(est: BandwidthEstimator, fraction: float, now: float, ssrc: int = 1111) -> None:
+    """A lone report block with this fraction lost."""
+    est.on_report(ssrc, Report(now, fraction, 0, int(now * 1000)))
+
+
+def feed(
+    est: BandwidthEstimator,
+    bps: float,
+    seconds: float,
+    start: float = 0.0,
+    nack_share: float = 0.0,
+    tick: float = 0.25,
+) -> float:
+    """Send at `bps` for `seconds` (1200-byte packets), NACKing a share; returns the end time."""
+    steps = round(seconds / tick)
+    base = est._samples[-1] if est._samples else Sample(start, 0, 0, 0)
+    octets, packets, nacked = base.octets, base.packets, base.nacked
+    now = start
+    for _ in range(steps):
+        now += tick
+        sent = bps * tick / 8
+        octets += int(sent)
+        packets += int(sent / 1200)
+        nacked += int(sent / 1200 * nack_share)
+        est.on_sample(Sample(now, octets, packets, nacked))
+    return now
+
+
+def test_nothing_known_before_feedback() -> None:
+    est = BandwidthEstimator()
+    now = feed(est, 1_000_000, 1.0)
+    assert est.estimate(now) is None
+    assert not est.congested(now)
+    assert est.room(now)
+    assert est.sent_rate() == pytest.approx(1_000_000, rel=0.01)
+
+
+def test_heavy_loss_bounds_the_estimate_by_what_got_through() -> None:
+    est = BandwidthEstimator()
+    now = feed(est, 1_600_000, 1.0)
+    report(est, 0.70, now)
+    now = feed(est, 1_600_000, 0.25, start=now)
+    assert est.congested(now)
+    # 1.6 Mbit/s with 70 % lost: 480 kbit/s got through; 85 % of that
+    assert est.estimate(now) == pytest.approx(1_600_000 * 0.3 * 0.85, rel=0.02)
+
+
+def test_stale_reports_do_not_cut_twice() -> None:
+    est = BandwidthEstimator()
+    now = feed(est, 1_600_000, 1.0)
+    report(est, 0.70, now)
+    now = feed(est, 1_600_000, 0.25, start=now)
+    first = est.estimate(now)
+    now = feed(est, 200_000, 1.0, start=now)  # the allocator went down; old report still fresh
+    assert est.estimate(now) == first
+
+
+def test_nack_rate_counts_as_loss() -> None:
+    est = BandwidthEstimator()
+    now = feed(est, 1_000_000, 1.5, nack_share=0.2)
+    assert est.loss(now) == pytest.approx(0.2, abs=0.03)
+    assert est.congested(now)
+
+
+@pytest.mark.parametrize(
+    ("sent", "remb", "loss", "congested", "room"),
+    [
+        (200_000, 310_000, 0.0, False, True),  # REMB at its 1.5x cap: nothing seen
+        (200_000, 310_000, 0.03, False, True),  # random loss alone is not congestion
+        (200_000, 230_000, 0.0, False, False),  # close to the sent rate: no room
+        (550_000, 340_000, 0.0, False, False),  # REMB trailing a raise is no congestion
+        (1_000_000, 900_000, 0.04, False, False),  # nor with some random loss
+        (200_000, 310_000, 0.12, True, False),  # heavy loss
+        (1_600_000, 1_500_000, 0.0, False, False),  # a first REMB a bit under: not congested
+    ],
+)
+def test_congestion_and_room_from_remb_and_loss(
+    sent: float, remb: float, loss: float, congested: bool, room: bool
+) -> None:
+    est = BandwidthEstimator()
+    now = feed(est, sent, 1.5)
+    est.on_remb(SSRCS, remb, now)
+    report(est, loss, now)
+    assert est.congested(now) is congested
+    assert est.room(now) is room
+
+
+@pytest.mark.parametrize(
+    ("rtts", "congested"),
+    [
+        ([], False),  # no RTT known: a REMB dip alone is not enough
+        ([0.02, 0.02, 0.25, 0.3, 0.3, 0.3], True),  # a queue built up
+        ([0.02, 0.02, 0.021, 0.02], False),  # no queue: a REMB dip is noise
+    ],
+)
+def test_falling_remb_is_congestion_when_a_queue_stands(
+    rtts: list[float], congested: bool
+) -> None:
+    est = BandwidthEstimator()
+    now = feed(est, 550_000, 1.0)
+    for rtt in rtts:
+        now = feed(est, 550_000, 0.5, start=now)
+        est.on_rtt(rtt, now)
+    est.on_remb(SSRCS, 700_000, now)
+    now = feed(est, 550_000, 0.5, start=now)
+    est.on_remb(SSRCS, 500_000, now)  # overuse: the receiver cut its estimate
+    assert est.congested(now) is congested
+
+
+def test_rembs_per_stream_add_up_and_expire() -> None:
+    est = BandwidthEstimator()
+    now = feed(est, 500_000, 1.0)
+    est.on_remb(frozenset({1}), 300_000, now)
+    est.on_remb(frozenset({2}), 200_000, now)
+    est.on_remb(frozenset({2}), 250_000, now)
+    assert est.remb(now) == 550_000
+    assert est.remb(now + 10) is None
+
+
+def test_rtt_is_smoothed() -> None:
+    est = BandwidthEstimator()
+    est.on_rtt(0.1, 0.0)
+    est.on_rtt(0.2, 1.0)
+    assert est.rtt == pytest.approx(0.1125)
+    assert est.queue_delay() == pytest.approx(0.0125)
+
+
+def test_loss_bound_grows_back_and_lapses_when_loss_stops() -> None:
+    est = BandwidthEstimator()
+    now = feed(est, 1_000_000, 1.0)
+    report(est, 0.5, now)
+    now = feed(est, 1_000_000, 0.25, start=now)
+    bound = est.estimate(now)
+    assert bound is not None
+    report(est, 0.0, now + 2)
+    now = feed(est, 300_000, 5.0, start=now)
+    grown = est.estimate(now)
+    assert grown is not None and grown > bound * 1.15
+    report(est, 0.0, now + 60)
+    feed(est, 300_000, 60.0, start=now)
+    assert est.estimate(now + 60) is None
