@@ -406,14 +406,17 @@ async def whep_play(
     video_slots: int = 1,
     audio: bool = True,
     timeout: float = NEGOTIATION_TIMEOUT,
+    quality: str | None = None,
 ) -> Playback:
-    """Join `room` as a classroom with recvonly m-lines: audio first, then each video slot."""
+    """Join `room` as a classroom with recvonly m-lines: audio first, then each video slot;
+    `quality` caps the layer the relay may send (`?quality=`)."""
     pc = new_peer_connection()
     if audio:
         pc.addTransceiver("audio", direction="recvonly")
     for _ in range(video_slots):
         pc.addTransceiver("video", direction="recvonly")
-    location = await _negotiate_or_close(pc, f"{base}/whep/{room}", token, timeout)
+    url = f"{base}/whep/{room}" + (f"?quality={quality}" if quality else "")
+    location = await _negotiate_or_close(pc, url, token, timeout)
     sink = MediaSink()
     sink.attach(pc)
     return Playback(pc, location, token, sink)

@@ -21,6 +21,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import av
+from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType
 
 from monitoring import metrics
@@ -91,7 +92,7 @@ class _Work:
 
     def __init__(self) -> None:
         self.decoder: av.codec.context.CodecContext | None = None
-        self.encoders: dict[str, av.codec.context.CodecContext] = {}
+        self.encoders: dict[str, VideoCodecContext] = {}
         self.last_encoded: dict[str, int] = {}
         self.keyframe_due: set[str] = set()  # asked for, not yet encoded (the still skips)
 
@@ -111,16 +112,18 @@ class _Work:
             previous = self.last_encoded.get(spec.name)
             if previous is not None and timestamp - previous < VIDEO_CLOCK_RATE / spec.fps:
                 return []
+        width, height = fit_within(picture.width, picture.height, spec.width, spec.height)
         encoder = self.encoders.get(spec.name)
-        if encoder is None:
-            encoder = self.encoders[spec.name] = _new_encoder(spec)
-        scaled = picture.reformat(width=spec.width, height=spec.height, format="yuv420p")
+        if encoder is None or (encoder.width, encoder.height) != (width, height):
+            encoder = self.encoders[spec.name] = _new_encoder(spec, width, height)
+            self.keyframe_due.add(spec.name)
+        scaled = picture.reformat(width=width, height=height, format="yuv420p")
         scaled.pts, scaled.time_base = timestamp, _TIME_BASE
         if spec.name in self.keyframe_due:
             scaled.pict_type = PictureType.I
             self.keyframe_due.discard(spec.name)
         self.last_encoded[spec.name] = timestamp
-        return [(bytes(p), bool(p.is_keyframe)) for p in encoder.encode(scaled)]  # type: ignore[attr-defined]
+        return [(bytes(p), bool(p.is_keyframe)) for p in encoder.encode(scaled)]
 
     def retire(self, keep: set[str]) -> None:
         for name in [n for n in self.encoders if n not in keep]:
@@ -129,10 +132,17 @@ class _Work:
             self.keyframe_due.discard(name)
 
 
-def _new_encoder(spec: RenditionSpec) -> av.codec.context.CodecContext:
+def fit_within(width: int, height: int, box_width: int, box_height: int) -> tuple[int, int]:
+    """The largest even size inside the rung's box with the teacher's aspect ratio: a 4:3
+    camera or a 16:10 screen is scaled down, never stretched or enlarged."""
+    scale = min(box_width / width, box_height / height, 1.0)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def _new_encoder(spec: RenditionSpec, width: int, height: int) -> VideoCodecContext:
     """A realtime CBR libvpx encoder, configured as aiortc's own (codecs/vpx.py) is."""
     codec = av.CodecContext.create("libvpx", "w")
-    codec.width, codec.height = spec.width, spec.height
+    codec.width, codec.height = width, height
     codec.bit_rate = spec.bitrate
     codec.pix_fmt = "yuv420p"
     codec.time_base = _TIME_BASE
