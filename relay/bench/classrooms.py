@@ -34,31 +34,36 @@ class Counters:
     audio: int = 0
     first_number: int = -1
     last_number: int = -1
+    stamped: int = 0  # frames carrying the clip's stamp: the teacher's own encoding
     latencies_ns: list[int] = field(default_factory=list)
 
     def video(self, data: bytes) -> None:
-        """Count one complete video frame and its latency."""
+        """Count one complete video frame and, when it carries the clip's stamp, its latency.
+        Frames of a relay-made rendition (`--quality`) are re-encoded and carry no stamp."""
         now = time.monotonic_ns()
+        if self.frames == 0:
+            self.first_ns = now
+        self.frames += 1
+        self.video_bytes += len(data)
         stamp = read_stamp(data)
         if stamp is None:
             return
         number, sent_ns = stamp
-        if self.frames == 0:
-            self.first_ns, self.first_number = now, number
-        self.frames += 1
-        self.video_bytes += len(data)
+        if self.stamped == 0:
+            self.first_number = number
+        self.stamped += 1
         self.last_number = max(self.last_number, number)
         self.latencies_ns.append(now - sent_ns)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters so far; latencies are handed over once and then forgotten."""
-        expected = self.last_number - self.first_number + 1 if self.frames else 0
+        expected = self.last_number - self.first_number + 1 if self.stamped else 0
         report = {
             "join_s": (self.first_ns - self.joined_ns) / 1e9 if self.frames else None,
             "signalling_s": (self.answered_ns - self.joined_ns) / 1e9 if self.answered_ns else None,
             "frames": self.frames,
             "video_bytes": self.video_bytes,
-            "lost": max(expected - self.frames, 0),
+            "lost": max(expected - self.stamped, 0),
             "audio": self.audio,
             "latencies_ns": self.latencies_ns,
         }

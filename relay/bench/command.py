@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -54,6 +55,11 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     bench.add_argument(
         "--client-cores", default="1", help="CPUs for the publisher and classrooms (default 1)"
     )
+    bench.add_argument(
+        "--quality",
+        default="",
+        help="ketang classrooms join with ?quality= (e.g. 180p, to measure the rendition ladder)",
+    )
     bench.add_argument("--smoke", action="store_true", help="a few seconds at N=3 at 360p, for CI")
     bench.set_defaults(run=run_command)
 
@@ -65,12 +71,15 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
     results = args.results or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
     peers = ("ketang", *dict.fromkeys(args.peer))
     server_cores, client_cores = _cores(args.server_cores), _cores(args.client_cores)
+    if args.quality and not re.fullmatch(r"[a-z0-9]+", args.quality):
+        raise ConfigError(f"--quality {args.quality!r}: use a layer name such as 180p or low")
     if args.smoke:
         return BenchOptions(
             peers=peers,
             workdir=results,
             server_cores=server_cores,
             client_cores=client_cores,
+            quality=args.quality,
             **SMOKE,  # type: ignore[arg-type]
         )
     counts = _numbers(args.classrooms, "--classrooms needs positive numbers, e.g. 10,25,50")
@@ -86,6 +95,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         workdir=results,
         server_cores=server_cores,
         client_cores=client_cores,
+        quality=args.quality,
     )
 
 

@@ -48,6 +48,7 @@ class BenchOptions:
     server_cores: frozenset[int] = frozenset({0})
     client_cores: frozenset[int] = frozenset({1})
     workdir: Path = field(default_factory=lambda: Path("bench-results"))
+    quality: str = ""  # ketang classrooms join with ?quality= (e.g. 180p: measure the ladder)
 
 
 class Server(Protocol):
@@ -243,7 +244,11 @@ def make_server(name: str, options: BenchOptions, port: int) -> Server:
     """The server object for a peer name."""
     if name == "ketang":
         return KetangServer(
-            options.workdir, port, secrets.token_urlsafe(32), set(options.server_cores)
+            options.workdir,
+            port,
+            secrets.token_urlsafe(32),
+            set(options.server_cores),
+            options.quality,
         )
     return JanusBenchServer(options.workdir, port, set(options.server_cores), options.bitrate)
 

@@ -38,6 +38,7 @@ class Plan:
     url: str
     token: str = ""  # ketang: classroom token
     feed: int = 0  # janus: publisher feed id
+    quality: str = ""  # ketang: the classroom's layer cap, "" for none
 
 
 async def _post_sdp(url: str, token: str, sdp: str) -> tuple[str, str]:
@@ -86,7 +87,8 @@ async def subscribe(
         pc.addTransceiver("audio", direction="recvonly")
         pc.addTransceiver("video", direction="recvonly")
         prepare(pc)
-        return await whip_or_whep(pc, f"{plan.url}/whep/{ROOM}", plan.token, on_request)
+        query = f"?quality={plan.quality}" if plan.quality else ""
+        return await whip_or_whep(pc, f"{plan.url}/whep/{ROOM}{query}", plan.token, on_request)
     from relay.bench.janus import JanusSubscriber
 
     subscriber = JanusSubscriber()
@@ -116,8 +118,11 @@ class KetangServer:
 
     name = "ketang"
 
-    def __init__(self, workdir: Path, port: int, secret: str, cores: set[int]) -> None:
+    def __init__(
+        self, workdir: Path, port: int, secret: str, cores: set[int], quality: str = ""
+    ) -> None:
         self._workdir, self._port, self._secret, self._cores = workdir, port, secret, cores
+        self._quality = quality
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -153,7 +158,7 @@ class KetangServer:
 
     def classroom_plan(self) -> Plan:
         token = tokens.issue(self._secret.encode(), ROOM, "classroom", "bench", 86_400)
-        return Plan("ketang", self.url, token=token)
+        return Plan("ketang", self.url, token=token, quality=self._quality)
 
     async def publish(self, pc: RTCPeerConnection) -> Closer:
         token = tokens.issue(self._secret.encode(), ROOM, "teacher", "bench", 86_400)

@@ -16,6 +16,7 @@ there room to try more.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -32,11 +33,14 @@ REMB_STALE = 3.0
 # A loss report this old no longer describes the link; reports within it are pooled, so a
 # one-second report of a 50-packet audio stream cannot swing the verdict alone.
 LOSS_STALE = 3.0
+# After a layer change, NACKs for packets sent before it keep arriving for about an RTT plus
+# the queue: they say nothing about the new rate.
+NACK_GRACE = 1.0
 # Fewer packets than this in a window say too little about loss to act on (1 of 20 is 5 %).
 MIN_PACKETS = 30
 # After a loss-based decrease, let the receiver's reports catch up before deciding again:
-# reports still describing the old rate would otherwise cut the new one too.
-DECREASE_HOLD = 1.5
+# reports pooled over LOSS_STALE still describe the old rate and would cut the new one too.
+DECREASE_HOLD = LOSS_STALE + 1.0
 # Margin kept below the delivered rate after heavy loss, as GCC's 0.85 on overuse.
 DELIVERED_SHARE = 0.85
 # A REMB this far below its recent peak is an overuse cut (libwebrtc's AIMD cuts to 0.85 x
@@ -105,6 +109,7 @@ class BandwidthEstimator:
         self._remb_peak: deque[tuple[float, float]] = deque()  # (at, total) for the trend
         self._reports: dict[int, deque[Report]] = {}
         self._loss_bound: float | None = None
+        self._loss_since = -math.inf
         self._held_until = -1.0
         self._last_update: float | None = None
         self.rtt: float | None = None
@@ -125,8 +130,9 @@ class BandwidthEstimator:
         history.append(report)
 
     def on_rtt(self, rtt: float, now: float) -> None:
-        """Round-trip time from a report's LSR/DLSR, smoothed as RFC 6298 does for TCP."""
-        self.rtt = rtt if self.rtt is None else 0.875 * self.rtt + 0.125 * rtt
+        """Round-trip time from one report's LSR/DLSR; lightly smoothed, so a queue that
+        builds or drains shows within a report or two."""
+        self.rtt = rtt if self.rtt is None else 0.5 * self.rtt + 0.5 * rtt
         floor = self._rtt_floor
         while floor and (floor[-1][1] >= rtt or now - floor[0][0] > BASE_RTT_WINDOW):
             floor.pop() if floor[-1][1] >= rtt else floor.popleft()
@@ -137,6 +143,13 @@ class BandwidthEstimator:
         if self.rtt is None or not self._rtt_floor:
             return None
         return max(self.rtt - self._rtt_floor[0][1], 0.0)
+
+    def restart_loss(self, now: float) -> None:
+        """The sent rate just changed for a reason (a layer went down): loss measured before
+        describes the old rate, not this one, so it no longer counts."""
+        self._loss_since = now
+        if self._samples:
+            self._samples = deque([self._samples[-1]])
 
     def on_sample(self, sample: Sample) -> None:
         """The send counters, once per controller tick; updates the loss-based bound."""
@@ -165,7 +178,7 @@ class BandwidthEstimator:
         lost = expected = 0
         fractions = []
         for history in self._reports.values():
-            fresh = [r for r in history if now - r.at <= LOSS_STALE]
+            fresh = [r for r in history if now - r.at <= LOSS_STALE and r.at >= self._loss_since]
             if len(fresh) >= 2:
                 lost += fresh[-1].lost - fresh[0].lost
                 expected += fresh[-1].highest - fresh[0].highest
@@ -187,8 +200,10 @@ class BandwidthEstimator:
         bounds = [b for b in (self._remb_total(now), self._loss_bound) if b is not None]
         if not bounds:
             return None
-        delivered = self.sent_rate() * (1 - self.loss(now)) * DELIVERED_SHARE
-        return max(min(bounds), delivered)
+        loss = self.loss(now)
+        if loss > LOSS_HIGH:  # what "got through" is then inflated by retransmissions
+            return min(bounds)
+        return max(min(bounds), self.sent_rate() * (1 - loss) * DELIVERED_SHARE)
 
     def congested(self, now: float) -> bool:
         """True when the link carries less than is sent: heavy loss, or a REMB that fell
@@ -208,8 +223,12 @@ class BandwidthEstimator:
         """True when nothing says the link is full, so trying the next layer is reasonable."""
         if self.loss(now) > LOSS_PROBE or self.congested(now):
             return False
-        remb, sent = self._remb_total(now), self.sent_rate()
-        return remb is None or remb >= REMB_ROOM * sent
+        remb, sent, queue = self._remb_total(now), self.sent_rate(), self.queue_delay()
+        if remb is None or remb >= REMB_ROOM * sent:
+            return True
+        # REMB grows only slowly near the received rate (libwebrtc's "near max" additive
+        # increase); a path with no standing queue is not full either
+        return queue is not None and queue < QUEUE_DELAY / 2
 
     # internals
 
@@ -219,6 +238,8 @@ class BandwidthEstimator:
 
     def _nack_loss(self) -> float:
         first, last = self._samples[0], self._samples[-1]
+        if first.now < self._loss_since + NACK_GRACE:
+            return 0.0  # NACKs still arriving for packets sent before the change
         packets = last.packets - first.packets
         return min((last.nacked - first.nacked) / packets, 1.0) if packets >= MIN_PACKETS else 0.0
 

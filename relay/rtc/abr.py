@@ -70,9 +70,7 @@ class ClassroomRate:
         self.controller = RateController(params)
         self.feeds: dict[SlotKey, Upstream | None] = {}
         self._chosen: dict[SlotKey, FrameSource | None] = {}
-        self._senders = list(senders.values())
-        self._ssrcs = {sender._ssrc for sender in self._senders}
-        self._rtt: float | None = None
+        self._senders = {sender._ssrc: sender for sender in senders.values()}
         self._nacked = 0
         self._nack_seen: dict[int, deque[int]] = {}
         self._loop = asyncio.get_running_loop()
@@ -120,21 +118,21 @@ class ClassroomRate:
         estimator = self.estimator
         counters = self.counters
         estimator.on_sample(Sample(now, counters.octets, counters.packets, self._nacked))
-        rtts = [r for r in map(hooks.sender_rtt, self._senders) if r is not None]
-        if rtts and min(rtts) != self._rtt:
-            self._rtt = min(rtts)
-            estimator.on_rtt(self._rtt, now)
         demands = self._demands()
         seen = len(self.controller.changes)
+        congested = estimator.congested(now)
+        counters.congested = congested
         choice = self.controller.update(
             now,
             demands,
             estimator.estimate(now),
             self._audio_bitrate(),
-            estimator.congested(now),
+            congested,
             estimator.room(now),
         )
         for change in list(self.controller.changes)[seen:]:
+            if change.reason in ("down", "revert"):
+                estimator.restart_loss(now)
             logger.info(
                 "classroom %s %s: %s (%s) at %.0f kbit/s, loss %.1f%%, queue %s ms",
                 getattr(change.slot, "session", "?"),
@@ -190,11 +188,15 @@ class ClassroomRate:
             self.estimator.on_remb(frozenset(ssrcs), bitrate, now)
         elif isinstance(packet, RtcpRrPacket | RtcpSrPacket):
             for report in packet.reports:
-                if report.ssrc not in self._ssrcs:
+                sender = self._senders.get(report.ssrc)
+                if sender is None:
                     continue
                 fraction = report.fraction_lost / 256
                 block = Report(now, fraction, report.packets_lost, report.highest_sequence)
                 self.estimator.on_report(report.ssrc, block)
+                rtt = hooks.report_rtt(sender, report.lsr, report.dlsr)
+                if rtt is not None:
+                    self.estimator.on_rtt(rtt, now)
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
             self._count_nacks(packet.media_ssrc, packet.lost)
 

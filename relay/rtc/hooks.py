@@ -28,6 +28,7 @@ import asyncio
 import logging
 import queue
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,6 +61,8 @@ _SENDER_FIELDS = (
     "_RTCRtpSender__octet_count",
     "_RTCRtpSender__packet_count",
     "_RTCRtpSender__rtt",
+    "_RTCRtpSender__lsr",
+    "_RTCRtpSender__lsr_time",
 )
 
 FrameSink = Callable[[Any, Any], None]
@@ -229,11 +232,14 @@ def direct_rtp_sender(transport: RTCDtlsTransport) -> RtpSend | None:
     return send
 
 
-def sender_rtt(sender: RTCRtpSender) -> float | None:
-    """The round-trip time aiortc measured from the receiver's reports on our sender reports,
-    in seconds (RFC 3550 §6.4.1, smoothed); None before the first."""
-    value: float | None = getattr(sender, "_RTCRtpSender__rtt", None)
-    return value
+def report_rtt(sender: RTCRtpSender, lsr: int, dlsr: int) -> float | None:
+    """Round trip of one report block about `sender`'s stream (RFC 3550 §6.4.1), in seconds,
+    from the time aiortc sent its last sender report; None if the block is about another.
+    aiortc smooths its own RTT too slowly (0.85 per report) to show a queue build up."""
+    if lsr != getattr(sender, "_RTCRtpSender__lsr") or not dlsr:
+        return None
+    sent_at: float | None = getattr(sender, "_RTCRtpSender__lsr_time")
+    return None if sent_at is None else time.time() - sent_at - dlsr / 65536
 
 
 RtcpSink = Callable[[Any], None]

@@ -14,6 +14,8 @@ from __future__ import annotations
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
 
+from relay.core.codecs import is_vp8_keyframe
+
 
 class EagerJitterBuffer(JitterBuffer):
     """aiortc's jitter buffer, minus the wait for the next frame's first packet."""
@@ -24,7 +26,39 @@ class EagerJitterBuffer(JitterBuffer):
         pli_flag, frame = super().add(packet)
         if frame is None and self._origin is not None:
             frame = self._complete_frame()
+            if frame is None and packet.marker:
+                frame = self._skip_to_keyframe()
         return pli_flag, frame
+
+    def _skip_to_keyframe(self) -> JitterFrame | None:
+        """A later keyframe is complete while an earlier frame still misses packets: nothing
+        before a keyframe is needed to decode it, so drop the stuck frames and release it. The
+        missing packet is what made aiortc's buffer stall for seconds (its ring of 512)."""
+        assert self._origin is not None
+        previous = None
+        for count in range(1, self._capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            starts = packet is not None and (previous is None or packet.timestamp != previous)
+            if starts and is_vp8_keyframe(packet._data):  # type: ignore[union-attr]
+                if not self._complete_at(count):
+                    return None  # not all in yet: keep waiting as before
+                self.remove(count)
+                return self._complete_frame()
+            previous = packet.timestamp if packet is not None else None
+        return None
+
+    def _complete_at(self, offset: int) -> bool:
+        """True when the frame starting `offset` packets after the origin has all its packets."""
+        assert self._origin is not None
+        timestamp = None
+        for count in range(offset, self._capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None or (timestamp is not None and packet.timestamp != timestamp):
+                return False
+            timestamp = packet.timestamp
+            if packet.marker:
+                return True
+        return False
 
     def _complete_frame(self) -> JitterFrame | None:
         """The frame starting at the origin if all its packets are in; removes them."""

@@ -26,7 +26,6 @@ from av.video.frame import PictureType
 
 from monitoring import metrics
 from relay.core.codecs import VIDEO_CLOCK_RATE, VP8_CHUNK_SIZE, split
-from relay.core.estimator import RateMeter
 from relay.core.forwarder import Frame
 from relay.core.keyframes import GopCache
 from relay.core.ladder import Rendition as RenditionSpec
@@ -41,6 +40,11 @@ _TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
 # Seconds a rendition keeps encoding after its last listener left: a classroom trying the next
 # rung and reverting within seconds would otherwise restart the encoder (and a keyframe) twice.
 LINGER = 10.0
+# A rendition makes a keyframe at least this often, besides on request: a classroom that lost
+# a packet for good on a weak link recovers within it even if its player never asks (aiortc's
+# does not), and two seconds of 180p cost a keyframe of a few kilobytes.
+KEYFRAME_SECONDS = 2.0
+ASSUMED_FPS = 30  # the teacher's frame rate, for the keyframe interval in frames
 # Teacher frames waiting for the worker before new ones skip encoding (still decoded, so the
 # decoder never loses its references): about 130 ms at 30 fps.
 MAX_BACKLOG = 4
@@ -51,22 +55,22 @@ MAX_QUEUE = 30
 class Rendition:
     """One rung of a ladder as classrooms see it: a source of encoded frames."""
 
-    def __init__(self, ladder: Ladder, spec: RenditionSpec, gop_frames: int) -> None:
+    def __init__(self, ladder: Ladder, spec: RenditionSpec) -> None:
         self.ladder = ladder
         self.spec = spec
         self.name = spec.name
         self.listeners: set[DownTrack] = set()
-        self.gop = GopCache(gop_frames)
-        self.meter = RateMeter()
+        # no GOP replay: a classroom switching here gets a fresh keyframe on request at once,
+        # instead of a burst of cached frames into a link that is already short
+        self.gop = GopCache(0)
         self.last_listened = -1e9
         self.frames = 0
         self.keyframe_wanted = True  # a new encoder starts with one anyway
 
     @property
     def bitrate(self) -> int:
-        """Bits per second this rendition needs on a link: its target, or what it sends."""
-        measured = self.meter.rate
-        return max(self.spec.bitrate, int(measured)) if measured else self.spec.bitrate
+        """Bits per second this rendition needs on a link: its CBR encoder's target."""
+        return self.spec.bitrate
 
     def request_keyframe(self) -> None:
         """Ask the encoder for a keyframe: cheap, local, never reaches the teacher."""
@@ -76,7 +80,6 @@ class Rendition:
         """Fan one encoded frame out to the listening down tracks (on the event loop)."""
         frame = Frame(self, data, timestamp, keyframe, split(data, VP8_CHUNK_SIZE))
         self.frames += 1
-        self.meter.add(len(data), now)
         self.gop.add(frame)
         for listener in tuple(self.listeners):
             listener.push(frame, now)
@@ -146,7 +149,7 @@ def _new_encoder(spec: RenditionSpec, width: int, height: int) -> VideoCodecCont
     codec.bit_rate = spec.bitrate
     codec.pix_fmt = "yuv420p"
     codec.time_base = _TIME_BASE
-    codec.gop_size = 3000  # keyframes on request, not on a timer
+    codec.gop_size = max(round(KEYFRAME_SECONDS * (spec.fps or ASSUMED_FPS)), 1)
     codec.qmin, codec.qmax = 2, 56
     codec.thread_count = 1
     codec.options = {
@@ -188,9 +191,9 @@ def _process(
 class Ladder:
     """The renditions of one teacher video source and the worker that makes them."""
 
-    def __init__(self, upstream: Upstream, specs: tuple[RenditionSpec, ...], gop: int) -> None:
+    def __init__(self, upstream: Upstream, specs: tuple[RenditionSpec, ...]) -> None:
         self.upstream = upstream
-        self.renditions = {s.name: Rendition(self, s, gop) for s in specs}
+        self.renditions = {s.name: Rendition(self, s) for s in specs}
         self._loop = asyncio.get_running_loop()
         self._executor: ThreadPoolExecutor | None = None
         self._work = _Work()

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import struct
+import time
 from typing import Any
 
 from aiortc.mediastreams import MediaStreamError
@@ -30,13 +31,26 @@ HISTORY_SIZE = 128  # packets kept for retransmission, as aiortc's sender keeps
 # Bytes each packet adds on the wire beyond the RTP packet: IPv4 + UDP headers (28) and the
 # SRTP authentication tag (10, RFC 3711 §5.2 with HMAC-SHA1-80); links are shaped on these.
 WIRE_OVERHEAD = 38
+# A packet is retransmitted at most once per this many seconds (about a congested link's
+# RTT) and at most MAX_RESENDS times: every NACK repeats the whole missing list, and answering
+# each in full multiplied the overload of a 400 kbit/s link tenfold in our tests.
+RESEND_INTERVAL = 0.25
+MAX_RESENDS = 3
 _HEADER = struct.Struct("!BBHLL")  # RFC 3550 §5.1 fixed header: V/P/X/CC, M/PT, seq, ts, SSRC
 
 
 class _Sent:
     """One sent packet, kept to answer a NACK."""
 
-    __slots__ = ("extensions", "marker", "payload", "sequence_number", "timestamp")
+    __slots__ = (
+        "extensions",
+        "marker",
+        "payload",
+        "resends",
+        "resent_at",
+        "sequence_number",
+        "timestamp",
+    )
 
     def __init__(
         self, sequence_number: int, timestamp: int, marker: int, extensions: bytes, payload: bytes
@@ -46,16 +60,21 @@ class _Sent:
         self.marker = marker
         self.extensions = extensions
         self.payload = payload
+        self.resent_at = -1.0
+        self.resends = 0
 
 
 class SendCounters:
     """What one classroom connection was sent, across its down tracks: the estimator's input."""
 
-    __slots__ = ("octets", "packets")
+    __slots__ = ("congested", "octets", "packets")
 
     def __init__(self) -> None:
         self.octets = 0  # on the wire, retransmissions included
         self.packets = 0
+        # set by the rate controller: on a congested link a lost packet is resent only once,
+        # as more copies add to the overload (the classroom asks for a keyframe instead)
+        self.congested = False
 
 
 class PacketLoop:
@@ -131,6 +150,11 @@ class PacketLoop:
         sent = self._history[sequence_number % HISTORY_SIZE]
         if sent is None or sent.sequence_number != sequence_number:
             return
+        now = time.monotonic()
+        limit = 1 if self._counters.congested else MAX_RESENDS
+        if now - sent.resent_at < RESEND_INTERVAL or sent.resends >= limit:
+            return  # receivers repeat every NACK still open; one copy per interval is enough
+        sent.resent_at, sent.resends = now, sent.resends + 1
         first_byte = 0x90 if sent.extensions else 0x80
         if self._rtx_payload_type is None:
             payload_type, sequence, ssrc = self._payload_type, sequence_number, self._sender._ssrc

@@ -58,7 +58,7 @@ class Upstream:
         self._receiver = receiver
         self._loop = asyncio.get_running_loop()
         self._pending: set[asyncio.Task[None]] = set()
-        self.ladder = Ladder(self, renditions, media.gop_cache_frames) if self.video else None
+        self.ladder = Ladder(self, renditions) if self.video else None
         hooks.tap_frames(receiver, self._on_frame)
         original = hooks.jitter_buffer_of(receiver)
         hooks.release_frames_early(

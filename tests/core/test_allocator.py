@@ -151,3 +151,16 @@ def test_no_room_no_try() -> None:
     drive(ctl, [(0.0, 250e3, True, False)], demands)
     out = drive(ctl, [(t, 220e3, False, False) for t in range(1, 30)], demands)
     assert {o["cam"] for o in out} == {"180p"}
+
+
+def test_the_congestion_of_a_failed_try_does_not_push_below_the_layer_before_it() -> None:
+    ctl = RateController(AbrParams(hold=1, trial=3, backoff=3))
+    demands = [camera()]
+    drive(ctl, [(0.0, 250e3, True, False)], demands)
+    drive(ctl, [(t, 250e3, False, True) for t in (4.0, 5.0, 6.0)], demands)
+    assert ctl.trying == "cam"
+    # the try overloads the link: the estimate dips under the layer that was fine before it
+    out = drive(ctl, [(6.5, 150e3, True, False), (7.0, 150e3, True, False)], demands)
+    assert out == [{"cam": "180p"}, {"cam": "180p"}]
+    # congestion that outlasts the try's aftermath is the link's own: go down
+    assert drive(ctl, [(10.0, 150e3, True, False)], demands) == [{"cam": "paused"}]

@@ -58,3 +58,31 @@ def test_audio_packets_pass_straight_through_even_out_of_order() -> None:
         b"4.",
         b"6.",
     ]
+
+
+KEY = b"\x10\x02\x00\x9d\x01\x2a\x40\x01\xf0\x00"  # a VP8 key frame header (RFC 6386 §9.1)
+
+
+@pytest.mark.parametrize(
+    ("packets", "expected"),
+    [
+        # packet 11 never comes: the complete keyframe after it is released, 10 is dropped
+        (
+            [packet(10, 0), packet(12, 3000, True), packet(13, 6000, data=KEY),
+             packet(14, 6000, True, b"k2")],
+            [None, None, None, KEY + b"k2"],
+        ),
+        # an inter frame after the hole is not enough: it references the lost picture
+        ([packet(10, 0), packet(12, 3000, True), packet(13, 6000, True)], [None, None, None]),
+        # the keyframe itself still misses a packet: keep waiting
+        (
+            [packet(10, 0), packet(12, 3000, data=KEY), packet(14, 3000, True)],
+            [None, None, None],
+        ),
+    ],
+)  # fmt: skip
+def test_a_lost_packet_stalls_only_until_the_next_complete_keyframe(
+    packets: list[RtpPacket], expected: list[bytes | None]
+) -> None:
+    buffer = EagerJitterBuffer(capacity=128, is_video=True)
+    assert released(buffer, packets) == expected

@@ -1,0 +1,298 @@
+"""A rural classroom behind a real constrained link: 400 kbit/s with 3 % random loss.
+
+The classroom runs in its own network namespace (tests/netns.py), its downlink shaped with
+tbf and iptables; the teacher, the relay and an unconstrained classroom run here on loopback.
+The teacher sends a 960x540 VP8 lesson at about 1.2 Mbit/s, which the link cannot carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from aiohttp import web
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from relay.app import build_app
+from relay.bench.media import Clip, ClipAudioTrack, encode_audio, encode_video
+from relay.config import load_config
+from relay.core.codecs import VIDEO_TIME_BASE
+from relay.rtc.session import PlaySession
+from tests import netns
+from tests.conftest import RelayUnderTest, free_port
+from tests.peers import whip_publish
+
+ROOM = "rural"
+WIDTH, HEIGHT, FPS = 960, 540, 30
+LINK_KBIT, LOSS = 400, 0.03
+ARTIFACTS = Path("test-artifacts")
+
+
+class LoopedClip(MediaStreamTrack):
+    """A teacher's camera: pre-encoded VP8 frames in a loop, keyframe first, restarted there
+    when the relay asks for a keyframe (a browser encoder would make one)."""
+
+    kind = "video"
+
+    def __init__(self, frames: list[bytes]) -> None:
+        super().__init__()
+        self._frames = frames
+        self._index = 0
+        self._count = 0
+        self._start: float | None = None
+
+    def keyframe(self) -> None:
+        self._index = 0
+
+    async def recv(self) -> av.Packet:  # type: ignore[type-arg]
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        self._start = loop.time() if self._start is None else self._start
+        await asyncio.sleep(max(self._start + self._count / FPS - loop.time(), 0))
+        packet = av.Packet(self._frames[self._index])
+        packet.pts, packet.time_base = self._count * 90_000 // FPS, VIDEO_TIME_BASE
+        self._index = (self._index + 1) % len(self._frames)
+        self._count += 1
+        return packet
+
+
+@dataclass
+class ClassroomProcess:
+    """The classroom player running in the namespace, and what it reported."""
+
+    process: asyncio.subprocess.Process
+    video: list[tuple[float, int, int]] = field(default_factory=list)
+    audio: list[float] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def read(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            record = json.loads(line)
+            if record.get("event") == "ready":
+                self.ready.set()
+            elif record["kind"] == "video":
+                self.video.append((record["t"], record["w"], record["h"]))
+            else:
+                self.audio.append(record["t"])
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+def gaps(times: list[float], since: float, until: float) -> list[float]:
+    inside = [t for t in times if since <= t <= until]
+    return [b - a for a, b in itertools.pairwise(inside)]
+
+
+def frozen(times: list[float], since: float, until: float) -> float:
+    """Seconds of freezes: inter-frame gaps over 150 ms past a frame time (W3C freezeCount)."""
+    return sum(g for g in gaps(times, since, until) if g > 0.15 + 1 / FPS)
+
+
+@pytest.fixture
+async def link() -> AsyncIterator[netns.Link]:
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with netns.link() as made:
+        yield made
+    assert netns.leftovers() == []
+
+
+@pytest.fixture
+async def relay_on_link(tmp_path: Path, link: netns.Link) -> AsyncIterator[RelayUnderTest]:
+    """A relay reachable on loopback and from the classroom's namespace."""
+    port = free_port()
+    config = load_config(None, {}, {"port": port, "data_dir": str(tmp_path / "data")})
+    secret = b"test-secret-" + b"x" * 32
+    app = build_app(config, secret)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    for host in ("127.0.0.1", link.host_ip):
+        await web.TCPSite(runner, host, port).start()
+    try:
+        yield RelayUnderTest(f"http://127.0.0.1:{port}", secret, config, app)
+    finally:
+        await runner.cleanup()
+
+
+def player(relay: RelayUnderTest, name: str) -> PlaySession:
+    room = relay.registry.find(ROOM)
+    assert room is not None
+    return next(p for p in room.players.values() if p.name == name)
+
+
+async def join(relay: RelayUnderTest, name: str, link: netns.Link | None) -> ClassroomProcess:
+    """A classroom process: in the namespace behind `link`, or on loopback without one."""
+    host = link.host_ip if link else "127.0.0.1"
+    url = f"http://{host}:{relay.config.server.port}/whep/{ROOM}"
+    token = relay.token(ROOM, "classroom", name)
+    argv = [sys.executable, "-m", "tests.e2e.classroom_process", url, token]
+    process = await asyncio.create_subprocess_exec(
+        *(link.command(argv) if link else argv),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parents[2],
+    )
+    return ClassroomProcess(process)
+
+
+@pytest.mark.timeout(180)
+async def test_a_constrained_classroom_settles_keeps_playing_and_climbs_back(
+    relay_on_link: RelayUnderTest, link: netns.Link
+) -> None:
+    relay = relay_on_link
+    frames = await asyncio.to_thread(encode_video, 4.0, WIDTH, HEIGHT, FPS, 1_200_000)
+    camera = LoopedClip(frames)
+    audio = ClipAudioTrack(_clip_audio())
+    teacher = await whip_publish(
+        relay.base, ROOM, relay.token(ROOM, "teacher"), "camera", camera, audio
+    )
+    sender = next(t.sender for t in teacher.pc.getTransceivers() if t.kind == "video")
+    setattr(sender, "_send_keyframe", camera.keyframe)  # noqa: B010 (the encoder's PLI path)
+    free = await join(relay, "unconstrained", None)
+    link.shape(LINK_KBIT, loss=LOSS)
+    classroom = await join(relay, "constrained", link)
+    readers = [asyncio.ensure_future(c.read()) for c in (free, classroom)]
+    try:
+        for process in (free, classroom):
+            await asyncio.wait_for(process.ready.wait(), 20)
+        joined = time.monotonic()
+        trace = asyncio.ensure_future(_trace(player(relay, "constrained"), joined))
+        await asyncio.sleep(30)
+        lifted = time.monotonic()
+        tbf_drops, random_drops = link.drops()
+        link.lift()
+        constrained = player(relay, "constrained")
+        assert constrained.rate is not None
+        climbed = await _wait_for_layer(constrained, "source", timeout=30)
+        await asyncio.sleep(4)  # the switch waits for the teacher's next keyframe
+        report = _report(relay, classroom, free, joined, lifted, climbed)
+        report["drops"] = {"tbf": tbf_drops, "random": random_drops}
+        trace.cancel()
+        report["trace"] = TRACE
+        _save(report)
+        assert tbf_drops > 0 and random_drops > 0  # the link really was constrained
+        _check(report)
+    finally:
+        for process in (classroom, free):
+            await process.stop()
+        for reader in readers:
+            reader.cancel()
+        await teacher.close()
+
+
+TRACE: list[tuple[float, ...]] = []
+
+
+async def _trace(session: PlaySession, since: float) -> None:
+    """What the estimator saw, twice a second: (t, sent, estimate, remb, loss %, queue ms)."""
+    TRACE.clear()
+    while True:
+        await asyncio.sleep(0.5)
+        assert session.rate is not None
+        est, now = session.rate.estimator, time.monotonic()
+        TRACE.append((
+            round(now - since, 1),
+            round(est.sent_rate() / 1000),
+            round((est.estimate(now) or 0) / 1000),
+            round((est.remb(now) or 0) / 1000),
+            round(100 * est.loss(now), 1),
+            round(1000 * (est.queue_delay() or 0)),
+        ))  # fmt: skip
+
+
+def _clip_audio() -> Clip:
+    return Clip([], encode_audio(1.0), FPS, WIDTH, HEIGHT)
+
+
+async def _wait_for_layer(session: PlaySession, layer: str, timeout: float) -> float | None:
+    """Monotonic time at which the classroom's video slot reached `layer`, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert session.rate is not None
+        if any(session.rate.layer(slot) == layer for slot in session.tracks):
+            return time.monotonic()
+        await asyncio.sleep(0.1)
+    return None
+
+
+def _timeline(session: PlaySession, since: float) -> list[tuple[float, str, str]]:
+    assert session.rate is not None
+    return [(round(c.at - since, 2), c.layer, c.reason) for c in session.rate.changes]
+
+
+def _report(
+    relay: RelayUnderTest,
+    classroom: ClassroomProcess,
+    free: ClassroomProcess,
+    joined: float,
+    lifted: float,
+    climbed: float | None,
+) -> dict[str, Any]:
+    constrained = player(relay, "constrained")
+    timeline = _timeline(constrained, joined)
+    fitting = {"180p", "still", "paused"}
+    settle = next((at for at, layer, _ in timeline if layer in fitting), math.inf)
+    video = [t for t, _, _ in classroom.video]
+    window = (joined + 10, joined + 30)
+    sizes = sorted({(w, h) for t, w, h in classroom.video if t > (climbed or math.inf) + 3})
+    return {
+        "settle_s": settle,
+        "timeline": timeline,
+        "committed_while_limited": [
+            layer
+            for at, layer, reason in timeline
+            if settle <= at <= lifted - joined and reason != "try"
+        ],
+        "max_video_gap_s": max(gaps(video, *window), default=math.inf),
+        "max_audio_gap_s": max(gaps(classroom.audio, *window), default=math.inf),
+        "audio_frames": sum(window[0] <= t <= window[1] for t in classroom.audio),
+        "freeze_s_limited": round(frozen(video, joined, lifted), 2),
+        "freeze_s_window": round(frozen(video, *window), 2),
+        "climb_s": None if climbed is None else round(climbed - lifted, 2),
+        "sizes_after_climb": sizes,
+        "unconstrained_timeline": _timeline(player(relay, "unconstrained"), joined),
+        "unconstrained_max_gap_s": max(gaps([t for t, _, _ in free.video], joined, lifted + 30)),
+        "unconstrained_sizes": sorted({(w, h) for t, w, h in free.video if t > joined + 1}),
+    }
+
+
+def _save(report: dict[str, Any]) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    text = json.dumps(report, indent=1, default=str)
+    (ARTIFACTS / "constrained-link.json").write_text(text)
+    print(text)
+
+
+def _check(report: dict[str, Any]) -> None:
+    assert report["settle_s"] <= 10, report["timeline"]
+    assert set(report["committed_while_limited"]) <= {"180p", "still", "paused"}, report
+    assert report["max_video_gap_s"] <= 1.0, report
+    assert report["max_audio_gap_s"] <= 1.0, report
+    assert report["audio_frames"] >= 0.8 * 50 * 20, report
+    assert report["climb_s"] is not None and report["climb_s"] <= 30, report["timeline"]
+    assert report["sizes_after_climb"] == [(WIDTH, HEIGHT)], report
+    assert [layer for _, layer, _ in report["unconstrained_timeline"]] == ["source"], report
+    assert report["unconstrained_max_gap_s"] <= 1.0, report
+    assert report["unconstrained_sizes"] == [(WIDTH, HEIGHT)], report
