@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # Debian packages the test suite drives for real (installed only when absent).
-APT_PACKAGES := redis-server janus chromium
+APT_PACKAGES := redis-server janus chromium iptables iproute2
 
 .PHONY: run test bench lint typecheck pytest system-deps clean
 
