@@ -48,6 +48,7 @@ class AbrParams:
     trial: float = 3.0  # seconds a tried layer must run uncongested to be kept
     backoff: float = 3.0  # LiveKit's probe back-off base; x1.5 per failure
     backoff_max: float = 60.0  # cap, so a link that recovers is retried within a minute
+    aftermath: float = 6.0  # seconds a failed try's queue and loss take to clear
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +172,7 @@ class RateController:
             self._retry_at = now + min(wait, self.params.backoff_max)
             self._reverted_at = now
         self._room_since = None
-        if now - self._reverted_at < self.params.trial:
+        if now - self._reverted_at < self.params.aftermath:
             return  # the congestion is the failed try's own: the layer before it was fine
         self._ceiling = budget
         fit = allocate(budget, demands)

