@@ -7,7 +7,9 @@ forwarding relay needs these things aiortc has no public API for:
    the receiver's decoder queue; the jitter buffer, NACK, RR and REMB keep working;
 2. keyframe requests (PLI/FIR) a classroom sends to one of our senders (`on_keyframe_request`):
    aiortc's sender just sets a flag its encoder would read, so we take the call instead;
-3. a PLI sent upstream on demand (`request_keyframe`);
+3. a PLI sent upstream on demand (`request_keyframe`), a NACK repeated for packets still
+   missing (`send_nack`), and the receiver's timestamp mapping for frames our jitter buffer
+   releases beyond the one per packet aiortc takes (`map_timestamp`);
 4. our own packet loop in place of the sender's (`install_packet_loop`): aiortc's loop builds,
    extends and serializes an RtpPacket object per packet per classroom; ours does per frame
    (or once per upstream frame) all it can, and keeps the sender's NACK history, RTCP sender
@@ -50,6 +52,7 @@ SUPPORTED_AIORTC = ("1.16.",)
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+_TIMESTAMP_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
 _SENDER_FIELDS = (
     "_RTCRtpSender__rtp_started",
     "_RTCRtpSender__rtp_exited",
@@ -81,9 +84,11 @@ def check_aiortc() -> None:
             f"found {aiortc.__version__}"
         )
     _require(
-        RTCRtpReceiver.__init__, (_DECODER_QUEUE, _RTX_SSRC, _JITTER_BUFFER), "RTCRtpReceiver state"
+        RTCRtpReceiver.__init__,
+        (_DECODER_QUEUE, _RTX_SSRC, _JITTER_BUFFER, _TIMESTAMP_MAPPER),
+        "RTCRtpReceiver state",
     )
-    for method in ("_send_rtcp_pli", "getSynchronizationSources"):
+    for method in ("_send_rtcp_pli", "_send_rtcp_nack", "getSynchronizationSources"):
         if not hasattr(RTCRtpReceiver, method):
             raise AiortcChanged(f"aiortc RTCRtpReceiver lost {method}")
     _require(RTCRtpSender._handle_rtcp_packet, ("_send_keyframe", "_retransmit"), "RTCP handling")
@@ -155,6 +160,17 @@ def request_keyframe(receiver: RTCRtpReceiver) -> asyncio.Task[None] | None:
     if ssrc is None:
         return None
     return asyncio.ensure_future(receiver._send_rtcp_pli(ssrc))
+
+
+def send_nack(receiver: RTCRtpReceiver, ssrc: int, lost: list[int]) -> asyncio.Task[None]:
+    """Send a NACK upstream for these sequence numbers of the media stream `ssrc`."""
+    return asyncio.ensure_future(receiver._send_rtcp_nack(ssrc, lost))
+
+
+def map_timestamp(receiver: RTCRtpReceiver, timestamp: int) -> int:
+    """The RTP timestamp as the receiver maps the frames it releases (unwrapped, from 0)."""
+    mapped: int = getattr(receiver, _TIMESTAMP_MAPPER).map(timestamp)
+    return mapped
 
 
 class SenderInternals:

@@ -61,14 +61,21 @@ class Upstream:
         self.ladder = Ladder(self, renditions) if self.video else None
         hooks.tap_frames(receiver, self._on_frame)
         original = hooks.jitter_buffer_of(receiver)
-        hooks.release_frames_early(
-            receiver, EagerJitterBuffer(capacity=original.capacity, is_video=self.video)
+        self._buffer = EagerJitterBuffer(
+            capacity=original.capacity, is_video=self.video, on_missing=self._nack
         )
+        hooks.release_frames_early(receiver, self._buffer)
 
     def _on_frame(self, codec: Any, jitter_frame: Any) -> None:
-        """Called by the tap on the event loop for every complete frame; never raises."""
+        """Called by the tap on the event loop for every complete frame; never raises.
+
+        The receiver takes one frame per packet; after a lost packet came back, the frames
+        it held up are complete too, and are released here at once, not a packet apiece."""
         try:
             self._fan_out(bytes(jitter_frame.data), int(jitter_frame.timestamp))
+            while self.video and (held := self._buffer.next_complete()) is not None:
+                timestamp = hooks.map_timestamp(self._receiver, held.timestamp)
+                self._fan_out(bytes(held.data), timestamp)
         except Exception:  # the packet path must not break the receiver
             logger.exception("fan-out failed in room %s", self.room)
             metrics.count_drop("fanout_error")
@@ -92,6 +99,14 @@ class Upstream:
             self.ladder.feed(frame, now)
         metrics.count_ingest(self.feed.kind, len(data))
 
+    def _nack(self, ssrc: int, lost: list[int]) -> None:
+        """Ask the teacher again for packets that block the jitter buffer."""
+        self._track_task(hooks.send_nack(self._receiver, ssrc, lost))
+
+    def _track_task(self, task: asyncio.Task[None]) -> None:
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     def request_keyframe(self) -> None:
         """Ask the teacher for a keyframe, coalesced with everybody else's asks."""
         if not self.video or not self.coalescer.request(self._loop.time()):
@@ -99,8 +114,7 @@ class Upstream:
         task = hooks.request_keyframe(self._receiver)
         if task is not None:
             metrics.count_keyframe_request(self.feed.source)
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._track_task(task)
 
     @property
     def bitrate(self) -> int:

@@ -86,3 +86,66 @@ def test_a_lost_packet_stalls_only_until_the_next_complete_keyframe(
 ) -> None:
     buffer = EagerJitterBuffer(capacity=128, is_video=True)
     assert released(buffer, packets) == expected
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_blocked_buffer_nacks_again_then_asks_for_a_keyframe() -> None:
+    """Packet 11 is lost and its retransmissions too: what the buffer asks for, and when."""
+    clock = Clock()
+    nacks: list[tuple[float, list[int]]] = []
+    buffer = EagerJitterBuffer(
+        capacity=128,
+        is_video=True,
+        on_missing=lambda ssrc, lost: nacks.append((clock.now, lost)),
+        clock=clock,
+    )
+    plis = []
+    # (time, packet): a frame of 10-12 missing 11, then one-packet inter frames every 33 ms
+    arrivals = [(0.0, packet(10, 0)), (0.0, packet(12, 0, True))] + [
+        (0.033 * n, packet(12 + n, 3000 * n, True)) for n in range(1, 45)
+    ]
+    for at, p in arrivals:
+        clock.now = at
+        pli, frame = buffer.add(p)
+        assert frame is None
+        if pli:
+            plis.append(round(at, 3))
+    # repeated about every RENACK_INTERVAL until STUCK_PLI, each naming the hole
+    assert [(round(at, 3), lost) for at, lost in nacks] == [
+        (0.132, [11]), (0.264, [11])
+    ]  # fmt: skip
+    # then a keyframe request, repeated after PLI_REPEAT if none came
+    assert plis == [0.33, 1.353]
+
+
+def test_frames_held_up_by_a_late_packet_all_come_out_when_it_arrives() -> None:
+    buffer = EagerJitterBuffer(capacity=128, is_video=True)
+    held = [packet(10, 0), packet(12, 0, True), packet(13, 3000, True), packet(14, 6000, True)]
+    assert released(buffer, held) == [None, None, None, None]
+    assert buffer.missing() == [11]
+    assert released(buffer, [packet(11, 0)]) == [b"10.11.12."]
+    rest = [buffer.next_complete(), buffer.next_complete(), buffer.next_complete()]
+    assert [None if f is None else f.data for f in rest] == [b"13.", b"14.", None]
+    assert buffer.missing() == []
+
+
+def test_a_released_keyframe_ends_the_keyframe_requests() -> None:
+    clock = Clock()
+    buffer = EagerJitterBuffer(capacity=128, is_video=True, clock=clock)
+    assert released(buffer, [packet(10, 0), packet(12, 0, True)]) == [None, None]
+    clock.now = 0.4
+    assert buffer.add(packet(13, 3000, True))[0] is True
+    assert released(buffer, [packet(14, 6000, data=KEY), packet(15, 6000, True)]) == [
+        None,
+        KEY + b"15.",
+    ]
+    clock.now = 2.0  # a later hole starts its own count: no keyframe request at once
+    assert released(buffer, [packet(17, 9000, True)]) == [None]
+    assert buffer.add(packet(18, 12000, True))[0] is False
