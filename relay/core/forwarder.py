@@ -37,6 +37,7 @@ class OutFrame:
     data: bytes
     timestamp: int
     chunks: tuple[bytes, ...] = ()
+    keyframe: bool = False  # video: nothing sent before it is needed to decode what follows
 
 
 class Verdict(Enum):
@@ -141,7 +142,7 @@ class Forwarder:
         if frame.keyframe and self._video and len(self._queue) >= self._flush_backlog:
             self._queue.clear()
         timestamp = self._timeline.map(frame.origin, frame.timestamp, now)
-        self._queue.append(OutFrame(frame.data, timestamp, frame.chunks))
+        self._queue.append(OutFrame(frame.data, timestamp, frame.chunks, frame.keyframe))
         return Verdict.QUEUED
 
     def pop(self) -> OutFrame | None:

@@ -36,6 +36,12 @@ WIRE_OVERHEAD = 38
 # each in full multiplied the overload of a 400 kbit/s link tenfold in our tests.
 RESEND_INTERVAL = 0.25
 MAX_RESENDS = 3
+# Retransmissions may use at most this share of the media sent (libwebrtc likewise caps them
+# with a rate limiter): on an overloaded link most packets are missing, and resending them
+# all tripled the overload in our constrained-link test instead of letting the link drain.
+RTX_SHARE = 0.3
+# Unspent retransmission allowance kept, in bytes: enough for a burst of losses in a keyframe.
+RTX_BURST = 30_000
 _HEADER = struct.Struct("!BBHLL")  # RFC 3550 §5.1 fixed header: V/P/X/CC, M/PT, seq, ts, SSRC
 
 
@@ -67,7 +73,7 @@ class _Sent:
 class SendCounters:
     """What one classroom connection was sent, across its down tracks: the estimator's input."""
 
-    __slots__ = ("congested", "octets", "packets")
+    __slots__ = ("congested", "octets", "packets", "rtx_allowance")
 
     def __init__(self) -> None:
         self.octets = 0  # on the wire, retransmissions included
@@ -75,6 +81,22 @@ class SendCounters:
         # set by the rate controller: on a congested link a lost packet is resent only once,
         # as more copies add to the overload (the classroom asks for a keyframe instead)
         self.congested = False
+        self.rtx_allowance = 0.0  # bytes of retransmission earned by media sent
+
+    def sent_media(self, packets: int, wire: int) -> None:
+        """Count media packets sent; each earns RTX_SHARE of its size for retransmissions."""
+        self.octets += wire
+        self.packets += packets
+        self.rtx_allowance = min(self.rtx_allowance + RTX_SHARE * wire, RTX_BURST)
+
+    def spend_on_resend(self, wire: int) -> bool:
+        """Count one retransmission if the allowance covers it; False means don't send it."""
+        if wire > self.rtx_allowance:
+            return False
+        self.rtx_allowance -= wire
+        self.octets += wire
+        self.packets += 1
+        return True
 
 
 class PacketLoop:
@@ -92,6 +114,7 @@ class PacketLoop:
         self._origin = random.getrandbits(32)
         self._picture_id = random.getrandbits(15)
         self._rtx_payload_type: int | None = None
+        self._resend_floor: int | None = None  # first packet of the last keyframe sent
         self._payload_type = 0
         install_packet_loop(sender, self.run, self.retransmit)
 
@@ -126,6 +149,8 @@ class PacketLoop:
         if send is None:
             raise ConnectionError("classroom transport not connected")
         octets = wire = 0
+        if frame.keyframe and vp8:
+            self._resend_floor = self._sequence  # what came before it is no longer needed
         for index, chunk in enumerate(chunks):
             payload = vp8_descriptor(index == 0, self._picture_id) + chunk if vp8 else chunk
             marker = int(index == last)
@@ -142,18 +167,25 @@ class PacketLoop:
         if vp8:
             self._picture_id = (self._picture_id + 1) & 0x7FFF
         internals.account(len(chunks), octets, timestamp)
-        self._counters.octets += wire
-        self._counters.packets += len(chunks)
+        self._counters.sent_media(len(chunks), wire)
 
     async def retransmit(self, sequence_number: int) -> None:
         """Answer a classroom's NACK from our history, as RTX when negotiated (RFC 4588)."""
         sent = self._history[sequence_number % HISTORY_SIZE]
         if sent is None or sent.sequence_number != sequence_number:
             return
+        floor = self._resend_floor
+        if floor is not None and (sequence_number - floor) & 0xFFFF >= 0x8000:
+            return  # before the last keyframe: the classroom's decoder no longer needs it
         now = time.monotonic()
         limit = 1 if self._counters.congested else MAX_RESENDS
         if now - sent.resent_at < RESEND_INTERVAL or sent.resends >= limit:
             return  # receivers repeat every NACK still open; one copy per interval is enough
+        send = direct_rtp_sender(self._sender.transport)
+        rtx = self._rtx_payload_type is not None
+        wire = len(sent.extensions) + len(sent.payload) + _HEADER.size + 2 * rtx + WIRE_OVERHEAD
+        if send is None or not self._counters.spend_on_resend(wire):
+            return  # the classroom left meanwhile, or the link has no room for more copies
         sent.resent_at, sent.resends = now, sent.resends + 1
         first_byte = 0x90 if sent.extensions else 0x80
         if self._rtx_payload_type is None:
@@ -170,9 +202,4 @@ class PacketLoop:
         header = _HEADER.pack(
             first_byte, sent.marker << 7 | payload_type, sequence, sent.timestamp, ssrc
         )
-        send = direct_rtp_sender(self._sender.transport)
-        if send is not None:  # else the classroom left meanwhile
-            packet = header + sent.extensions + payload
-            send(packet)
-            self._counters.octets += len(packet) + WIRE_OVERHEAD
-            self._counters.packets += 1
+        send(header + sent.extensions + payload)
