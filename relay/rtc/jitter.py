@@ -119,15 +119,16 @@ class EagerJitterBuffer(JitterBuffer):
     def _skip_to_keyframe(self) -> JitterFrame | None:
         """A later keyframe is complete while an earlier frame still misses packets: nothing
         before a keyframe is needed to decode it, so drop the stuck frames and release it. The
-        missing packet is what made aiortc's buffer stall for seconds (its ring of 512)."""
+        missing packet is what made aiortc's buffer stall for seconds (its ring of 512).
+        A keyframe that itself misses packets is passed over for a later complete one: its
+        packets may never come (a sender keeps only recent ones, and none from before a newer
+        keyframe)."""
         assert self._origin is not None
         previous = None
         for count in range(1, self._capacity):
             packet = self._packets[(self._origin + count) % self._capacity]
             starts = packet is not None and (previous is None or packet.timestamp != previous)
-            if starts and is_vp8_keyframe(packet._data):  # type: ignore[union-attr]
-                if not self._complete_at(count):
-                    return None  # not all in yet: keep waiting as before
+            if starts and is_vp8_keyframe(packet._data) and self._complete_at(count):  # type: ignore[union-attr]
                 self.remove(count)
                 return self._complete_frame()
             previous = packet.timestamp if packet is not None else None

@@ -79,6 +79,12 @@ KEY = b"\x10\x02\x00\x9d\x01\x2a\x40\x01\xf0\x00"  # a VP8 key frame header (RFC
             [packet(10, 0), packet(12, 3000, data=KEY), packet(14, 3000, True)],
             [None, None, None],
         ),
+        # ... but a later complete keyframe does not wait for it
+        (
+            [packet(10, 0), packet(12, 3000, data=KEY), packet(14, 3000, True),
+             packet(15, 6000, True), packet(16, 9000, data=KEY), packet(17, 9000, True, b"k3")],
+            [None, None, None, None, None, KEY + b"k3"],
+        ),
     ],
 )  # fmt: skip
 def test_a_lost_packet_stalls_only_until_the_next_complete_keyframe(
