@@ -36,6 +36,13 @@ LOSS_STALE = 3.0
 # After a layer change, NACKs for packets sent before it keep arriving for about an RTT plus
 # the queue: they say nothing about the new rate.
 NACK_GRACE = 1.0
+# A receiver report's fraction lost covers the interval since the receiver's previous report
+# (RFC 3550 §6.4.1), up to 1.5 s (aiortc sends every 0.5-1.5 s, browsers about every second):
+# one that arrives sooner than this after a change still describes the old rate.
+REPORT_SPAN = 1.5
+# The difference of two reports covers just the time between them; the first may come this
+# soon after a change, once the old rate's queue on the link has drained (tbf's 300 ms).
+QUEUE_DRAIN = 0.5
 # Fewer packets than this in a window say too little about loss to act on (1 of 20 is 5 %).
 MIN_PACKETS = 30
 # After a loss-based decrease, let the receiver's reports catch up before deciding again:
@@ -145,8 +152,9 @@ class BandwidthEstimator:
         return max(self.rtt - self._rtt_floor[0][1], 0.0)
 
     def restart_loss(self, now: float) -> None:
-        """The sent rate just changed for a reason (a layer went down): loss measured before
-        describes the old rate, not this one, so it no longer counts."""
+        """The sent rate just changed for a reason (a layer went down, or a switch is still
+        waiting for its keyframe): loss measured before describes the old rate, not this
+        one, so it no longer counts."""
         self._loss_since = now
         if self._samples:
             self._samples = deque([self._samples[-1]])
@@ -174,15 +182,17 @@ class BandwidthEstimator:
 
     def _report_loss(self, now: float) -> float:
         """Packets lost over packets expected, pooled over every stream's recent reports;
-        a lone report per stream counts with its own fraction."""
+        a lone report per stream counts with its own fraction, unless that may still cover
+        time before the last change."""
         lost = expected = 0
         fractions = []
         for history in self._reports.values():
-            fresh = [r for r in history if now - r.at <= LOSS_STALE and r.at >= self._loss_since]
+            since = self._loss_since + QUEUE_DRAIN
+            fresh = [r for r in history if now - r.at <= LOSS_STALE and r.at >= since]
             if len(fresh) >= 2:
                 lost += fresh[-1].lost - fresh[0].lost
                 expected += fresh[-1].highest - fresh[0].highest
-            elif fresh:
+            elif fresh and fresh[0].at >= self._loss_since + REPORT_SPAN:
                 fractions.append(fresh[0].fraction)
         if expected >= MIN_PACKETS:
             return max(lost, 0) / expected
@@ -254,7 +264,9 @@ class BandwidthEstimator:
             delivered = sent * (1 - loss) * DELIVERED_SHARE
             self._loss_bound = min(self._loss_bound or delivered, delivered)
             self._held_until = now + DECREASE_HOLD
-        elif loss < LOSS_LOW and self._loss_bound is not None:
+        elif loss <= LOSS_PROBE and self._loss_bound is not None:
+            # GCC holds between 2 and 10 %, but a rural radio link loses a few percent at any
+            # rate: holding there would keep one bad second's cut for good
             self._loss_bound *= GROWTH**elapsed
             if self._loss_bound > 4 * max(sent, 1.0):
                 self._loss_bound = None  # far above anything sent: no longer a bound

@@ -46,6 +46,9 @@ ASSUMED_SOURCE_BITRATE = 1_500_000
 # Opus at the browser default (32 kbit/s) plus 50 packets a second of RTP/UDP/IP/SRTP headers.
 ASSUMED_AUDIO_BITRATE = 56_000
 AUDIO_OVERHEAD = 50 * 8 * 50  # 50 packets a second, 50 header bytes each
+# Seconds a layer switch may wait for its keyframe and still blind the loss measurement:
+# longer than a rendition's keyframe takes (at once) or a coalesced teacher keyframe.
+SWITCH_PATIENCE = 3.0
 # NACKed sequence numbers remembered per stream to count repeats once: the sender's history.
 NACK_MEMORY = 128
 
@@ -72,6 +75,8 @@ class ClassroomRate:
         self._chosen: dict[SlotKey, FrameSource | None] = {}
         self._senders = {sender._ssrc: sender for sender in senders.values()}
         self._nacked = 0
+        self._switching_since: float | None = None
+        self._went_down: set[Hashable] = set()  # slots whose last change was downwards
         self._nack_seen: dict[int, deque[int]] = {}
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
@@ -118,6 +123,10 @@ class ClassroomRate:
         estimator = self.estimator
         counters = self.counters
         estimator.on_sample(Sample(now, counters.octets, counters.packets, self._nacked))
+        if self._switch_pending(now):
+            # the old layer is still sent until the new one's keyframe: what it loses now
+            # says nothing about the layer being switched to
+            estimator.restart_loss(now)
         demands = self._demands()
         seen = len(self.controller.changes)
         congested = estimator.congested(now)
@@ -133,6 +142,9 @@ class ClassroomRate:
         for change in list(self.controller.changes)[seen:]:
             if change.reason in ("down", "revert"):
                 estimator.restart_loss(now)
+                self._went_down.add(change.slot)
+            elif change.reason in ("start", "try", "cap"):
+                self._went_down.discard(change.slot)
             logger.info(
                 "classroom %s %s: %s (%s) at %.0f kbit/s, loss %.1f%%, queue %s ms",
                 getattr(change.slot, "session", "?"),
@@ -148,6 +160,23 @@ class ClassroomRate:
             upstream = self.feeds.get(slot)
             if upstream is not None:
                 self._point(slot, _layer_source(upstream, name))
+
+    def _switch_pending(self, now: float) -> bool:
+        """True while a video slot waits (not too long) for the keyframe of a lower layer.
+        A try upwards is not waited for: the lower rate's loss before it takes effect only
+        understates the congestion the try may cause, which should show as early as it can."""
+        down = self._went_down
+        waiting = any(
+            track.forwarder.target is not None
+            for slot, track in self.tracks.items()
+            if slot.kind == "video" and slot in down
+        )
+        if not waiting:
+            self._switching_since = None
+            return False
+        if self._switching_since is None:
+            self._switching_since = now
+        return now - self._switching_since <= SWITCH_PATIENCE
 
     def _demands(self) -> list[SlotDemand]:
         demands = []

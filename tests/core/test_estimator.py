@@ -144,3 +144,37 @@ def test_loss_bound_grows_back_and_lapses_when_loss_stops() -> None:
     report(est, 0.0, now + 60)
     feed(est, 300_000, 60.0, start=now)
     assert est.estimate(now + 60) is None
+
+
+def pooled(est: BandwidthEstimator, now: float, fraction: float, lost: int, highest: int) -> None:
+    """A report block with its fraction and cumulative counts."""
+    est.on_report(1111, Report(now, fraction, lost, highest))
+
+
+@pytest.mark.parametrize(
+    ("reports", "counted"),
+    [
+        # one report soon after: covers mostly the second before the change
+        ([(0.5, 0.4)], False),
+        # one report later still covers up to 1.5 s back, the queue draining included
+        ([(1.2, 0.4)], False),
+        # two reports after the span: their difference is the new rate's loss alone
+        ([(1.2, 0.0), (2.2, 0.4)], True),
+    ],
+)
+def test_reports_right_after_a_change_describe_the_old_rate(
+    reports: list[tuple[float, float]], counted: bool
+) -> None:
+    est = BandwidthEstimator()
+    now = feed(est, 1_600_000, 1.0)
+    est.restart_loss(now)
+    changed = now
+    lost = highest = 0
+    for after, share in reports:
+        now = feed(est, 200_000, changed + after - now, start=now)
+        highest += 100
+        lost += round(100 * share)
+        pooled(est, now, share, lost, highest)
+    now = feed(est, 200_000, 0.25, start=now)
+    assert (est.loss(now) > 0.3) is counted
+    assert est.congested(now) is counted
