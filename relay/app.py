@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from aiohttp import web
 
 from monitoring import metrics
-from relay import signalling
+from relay import events, pages, signalling
 from relay.config import Config
 from relay.context import CTX, Context
 from relay.errors import KetangError, Unauthorized, status_of
@@ -112,6 +112,8 @@ def build_app(config: Config, secret: bytes) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     signalling.add_routes(app)
+    events.add_routes(app)
+    pages.add_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     return app
 
@@ -120,7 +122,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Install the live collector; on shutdown close every session."""
     ctx = app[CTX]
     collector = metrics.install_live_collector(lambda: room_samples(ctx.registry))
+    ticker = asyncio.ensure_future(app[events.HUB].tick())
     yield
+    ticker.cancel()
     metrics.uninstall(collector)
     await ctx.registry.close()
 

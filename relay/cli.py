@@ -116,17 +116,22 @@ def _load(args: argparse.Namespace, names: Sequence[str], env: Mapping[str, str]
 def print_links(
     config: Config, secret: bytes, room: str = "demo", out: TextIO | None = None
 ) -> None:
-    """Print ready-to-use links for a demo room, so a first lesson needs no other tool."""
+    """Print ready-to-use page links for a demo lesson, so a first lesson needs no other tool."""
     out = out or sys.stdout
     base, ttl = base_url(config.server), config.auth.token_ttl
-    teacher = issue(secret, room, "teacher", "teacher", ttl)
-    classroom = issue(secret, room, "classroom", "classroom", ttl)
+    teacher = issue(secret, room, "teacher", "Teacher", ttl)
+    admin = issue(secret, ALL_ROOMS, "admin", "admin", ttl)
+    classrooms = [issue(secret, room, "classroom", f"Classroom {n}", ttl) for n in (1, 2)]
     lines = [
         f"Ketang relay at {base}",
-        f"  WHIP (teacher camera): {base}/whip/{room}?source=camera",
-        f"    Authorization: Bearer {teacher}",
-        f"  WHEP (classroom):      {base}/whep/{room}",
-        f"    Authorization: Bearer {classroom}",
+        f"  Admin overview:     {base}/admin?token={admin}",
+        f"  Teacher studio:     {base}/teach/{room}?token={teacher}",
+        *(
+            f"  Classroom {n} player: {base}/class/{room}?token={token}"
+            for n, token in enumerate(classrooms, 1)
+        ),
+        f"  WHIP/WHEP clients:  {base}/whip/{room}?source=camera, {base}/whep/{room}"
+        " (Authorization: Bearer <token from `ketang token`>)",
     ]
     print("\n".join(lines), file=out, flush=True)
 

@@ -89,6 +89,8 @@ class MediaConfig:
 class MetricsConfig:
     # When set, GET /metrics requires `Authorization: Bearer <bearer_token>`.
     bearer_token: str | None = None
+    # Grafana's address, for the admin page to link to its dashboards (hidden when unset).
+    grafana_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,11 +123,15 @@ def test_print_links_gives_working_tokens(tmp_path: Path) -> None:
     secret = b"s" * 32
     print_links(Config(), secret, out=out)
     text = out.getvalue()
-    teacher, classroom = re.findall(r"Authorization: Bearer (\S+)", text)
-    assert verify(secret, teacher, "demo", {"teacher"}).role == "teacher"
-    assert verify(secret, classroom, "demo", {"classroom"}).role == "classroom"
-    assert "http://127.0.0.1:8080/whip/demo?source=camera" in text
-    assert "http://127.0.0.1:8080/whep/demo" in text
+    base = "http://127.0.0.1:8080"
+    links = dict(re.findall(rf"{base}(/\w+(?:/demo)?)\?token=(\S+)", text))
+    (admin,) = re.findall(rf"{base}/admin\?token=(\S+)", text)
+    assert verify(secret, admin, "any-room", {"admin"}).room == "*"
+    assert verify(secret, links["/teach/demo"], "demo", {"teacher"}).role == "teacher"
+    classrooms = re.findall(rf"{base}/class/demo\?token=(\S+)", text)
+    names = {verify(secret, c, "demo", {"classroom"}).name for c in classrooms}
+    assert names == {"Classroom 1", "Classroom 2"}
+    assert f"{base}/whip/demo?source=camera" in text
 
 
 def test_serve_runs_the_relay_until_sigterm(tmp_path: Path) -> None:

@@ -130,6 +130,9 @@ class PlaySession(Session):
         self.tracks: dict[SlotKey, DownTrack] = {}
         self.counters = SendCounters()
         self.rate: ClassroomRate | None = None
+        # the classroom page's own quality of experience (getStats), and when it came
+        self.qoe: dict[str, float] = {}
+        self.qoe_at: float | None = None
 
     async def start(
         self,

@@ -1,0 +1,180 @@
+"""The browser pages and the admin JSON API behind them.
+
+Pages live in web/ as plain HTML and JS modules (no build step). A page URL carries its token
+(`/class/{room}?token=…`); the relay checks it before serving, so a wrong or expired link gets
+a clear bilingual page with the reason, never a broken app or a stack trace. The checked facts
+(room, role, name) are written into the page as JSON for its script.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from relay.config import base_url
+from relay.context import CTX, Context
+from relay.errors import BadRequest, Forbidden, KetangError, status_of
+from relay.events import HUB, finite
+from relay.tokens import ALL_ROOMS, Grant, issue, read, validate_room, verify
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+# Longest link lifetime the admin form offers: a school term.
+MAX_LINK_HOURS = 24 * 120
+MAX_CLASSROOMS_PER_FORM = 200
+
+_ERRORS = {
+    401: ("链接无效或已过期", "This link is not valid or has expired"),
+    403: ("此链接不能打开这个页面", "This link does not open this page"),
+    400: ("链接格式有误", "This link is malformed"),
+}
+
+
+def page_html(name: str, config: dict[str, Any]) -> str:
+    """A page from web/ with its config embedded (escaped so it cannot end the script)."""
+    blob = json.dumps(config, ensure_ascii=False).replace("<", "\\u003c")
+    return (WEB / name).read_text(encoding="utf-8").replace("{{CONFIG}}", blob)
+
+
+def error_page(status: int, reason: str) -> web.Response:
+    """A readable page for a link that does not work, in Chinese and English."""
+    zh, en = _ERRORS.get(status, ("出错了", "Something went wrong"))
+    body = (WEB / "error.html").read_text(encoding="utf-8")
+    for key, value in (
+        ("{{STATUS}}", str(status)),
+        ("{{ZH}}", zh),
+        ("{{EN}}", en),
+        ("{{REASON}}", html.escape(reason)),
+    ):
+        body = body.replace(key, value)
+    return web.Response(status=status, text=body, content_type="text/html", charset="utf-8")
+
+
+def _page_config(request: web.Request, grant: Grant, room: str | None) -> dict[str, Any]:
+    ctx: Context = request.app[CTX]
+    return {
+        "room": room,
+        "role": grant.role,
+        "name": grant.name,
+        "grafana": ctx.config.metrics.grafana_url,
+        "library": any(r.canonical == "/library" for r in request.app.router.resources()),
+    }
+
+
+async def _room_page(request: web.Request, template: str, role: str) -> web.Response:
+    ctx: Context = request.app[CTX]
+    try:
+        room = validate_room(request.match_info["room"])
+        grant = verify(ctx.secret, request.query.get("token", ""), room, {role})
+    except KetangError as error:
+        return error_page(*status_of(error))
+    return _html(page_html(template, _page_config(request, grant, room)))
+
+
+async def teach_page(request: web.Request) -> web.Response:
+    """The teacher studio."""
+    return await _room_page(request, "teach.html", "teacher")
+
+
+async def class_page(request: web.Request) -> web.Response:
+    """The classroom projector player."""
+    return await _room_page(request, "class.html", "classroom")
+
+
+async def admin_page(request: web.Request) -> web.Response:
+    """The county bureau's overview of live rooms."""
+    try:
+        grant = admin_grant(request, request.query.get("token", ""))
+    except KetangError as error:
+        return error_page(*status_of(error))
+    return _html(page_html("admin.html", _page_config(request, grant, None)))
+
+
+async def landing_page(request: web.Request) -> web.Response:
+    return _html((WEB / "index.html").read_text(encoding="utf-8"))
+
+
+def _html(text: str) -> web.Response:
+    # pages hold tokens in their URL: keep them out of other sites' Referer headers
+    headers = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+    return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
+
+
+def admin_grant(request: web.Request, token: str) -> Grant:
+    """An admin token (from the page query or a bearer header): for all rooms or for one."""
+    ctx: Context = request.app[CTX]
+    if not token:
+        header = request.headers.get("Authorization", "")
+        token = header.partition(" ")[2].strip() if header.lower().startswith("bearer ") else ""
+    grant = read(ctx.secret, token)
+    if grant.role != "admin":
+        raise Forbidden("an admin token is needed")
+    return grant
+
+
+def _may_see(grant: Grant, room: str) -> bool:
+    return grant.room in (ALL_ROOMS, room)
+
+
+async def rooms_api(request: web.Request) -> web.Response:
+    """GET /api/rooms: every live room this admin may see, as the pages' state."""
+    grant = admin_grant(request, "")
+    ctx: Context = request.app[CTX]
+    hub = request.app[HUB]
+    rooms = [hub.state(r.name) for r in ctx.registry if _may_see(grant, r.name)]
+    return web.json_response({"rooms": rooms})
+
+
+async def links_api(request: web.Request) -> web.Response:
+    """POST /api/links: signed teacher and classroom links for one room."""
+    grant = admin_grant(request, "")
+    ctx: Context = request.app[CTX]
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("body must be JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    room = validate_room(str(body.get("room", "")))
+    if not _may_see(grant, room):
+        raise Forbidden(f"this admin token is for room {grant.room!r}")
+    teacher = _name(body.get("teacher", "teacher"), "teacher")
+    names = body.get("classrooms", [])
+    if not isinstance(names, list) or not 1 <= len(names) <= MAX_CLASSROOMS_PER_FORM:
+        raise BadRequest(f"classrooms must list 1 to {MAX_CLASSROOMS_PER_FORM} names")
+    hours = body.get("hours", 12)
+    if not finite(hours) or not 0 < hours <= MAX_LINK_HOURS:
+        raise BadRequest(f"hours must be a number from 0 to {MAX_LINK_HOURS}")
+    base = ctx.config.server.public_url and base_url(ctx.config.server)
+    base = base or f"{request.scheme}://{request.host}"
+    ttl = hours * 3600
+
+    def link(path: str, role: str, name: str) -> dict[str, str]:
+        token = issue(ctx.secret, room, role, name, ttl)
+        return {"name": name, "url": f"{base}/{path}/{room}?token={token}"}
+
+    return web.json_response({
+        "room": room,
+        "teacher": link("teach", "teacher", teacher),
+        "classrooms": [link("class", "classroom", _name(n, "classroom")) for n in names],
+    })  # fmt: skip
+
+
+def _name(raw: object, what: str) -> str:
+    if not isinstance(raw, str) or not raw.strip() or len(raw) > 80:
+        raise BadRequest(f"each {what} name must be 1 to 80 characters")
+    return raw.strip()
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the pages, their static files and the admin API."""
+    app.router.add_get("/", landing_page)
+    app.router.add_get("/teach/{room}", teach_page)
+    app.router.add_get("/class/{room}", class_page)
+    app.router.add_get("/admin", admin_page)
+    app.router.add_get("/api/rooms", rooms_api)
+    app.router.add_post("/api/links", links_api)
+    app.router.add_static("/static/", WEB, follow_symlinks=False)
