@@ -265,14 +265,19 @@ def classrooms(runtime: RoomRuntime) -> list[dict[str, Any]]:
     return out
 
 
-def grant_for(request: web.Request, room: str) -> Grant:
-    """The token of a page (query) or API client (header), valid for this room in any role."""
-    ctx: Context = request.app[CTX]
+def request_token(request: web.Request) -> str:
+    """The token of a page (`?token=`) or of an API client (`Authorization: Bearer`)."""
     token = request.query.get("token", "")
     if not token:
         header = request.headers.get("Authorization", "")
         token = header.partition(" ")[2].strip() if header.lower().startswith("bearer ") else ""
-    return verify(ctx.secret, token, room, ROLES)
+    return token
+
+
+def grant_for(request: web.Request, room: str) -> Grant:
+    """The request's token, valid for this room in any role."""
+    ctx: Context = request.app[CTX]
+    return verify(ctx.secret, request_token(request), room, ROLES)
 
 
 async def events_socket(request: web.Request) -> web.StreamResponse:

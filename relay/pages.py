@@ -18,7 +18,7 @@ from aiohttp import web
 from relay.config import base_url
 from relay.context import CTX, Context
 from relay.errors import BadRequest, Forbidden, KetangError, status_of
-from relay.events import HUB, finite
+from relay.events import HUB, finite, request_token
 from relay.tokens import ALL_ROOMS, Grant, issue, read, validate_room, verify
 
 WEB = Path(__file__).resolve().parent.parent / "web"
@@ -87,7 +87,7 @@ async def class_page(request: web.Request) -> web.Response:
 async def admin_page(request: web.Request) -> web.Response:
     """The county bureau's overview of live rooms."""
     try:
-        grant = admin_grant(request, request.query.get("token", ""))
+        grant = admin_grant(request)
     except KetangError as error:
         return error_page(*status_of(error))
     return _html(page_html("admin.html", _page_config(request, grant, None)))
@@ -103,13 +103,10 @@ def _html(text: str) -> web.Response:
     return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
 
 
-def admin_grant(request: web.Request, token: str) -> Grant:
+def admin_grant(request: web.Request) -> Grant:
     """An admin token (from the page query or a bearer header): for all rooms or for one."""
     ctx: Context = request.app[CTX]
-    if not token:
-        header = request.headers.get("Authorization", "")
-        token = header.partition(" ")[2].strip() if header.lower().startswith("bearer ") else ""
-    grant = read(ctx.secret, token)
+    grant = read(ctx.secret, request_token(request))
     if grant.role != "admin":
         raise Forbidden("an admin token is needed")
     return grant
@@ -121,7 +118,7 @@ def _may_see(grant: Grant, room: str) -> bool:
 
 async def rooms_api(request: web.Request) -> web.Response:
     """GET /api/rooms: every live room this admin may see, as the pages' state."""
-    grant = admin_grant(request, "")
+    grant = admin_grant(request)
     ctx: Context = request.app[CTX]
     hub = request.app[HUB]
     rooms = [hub.state(r.name) for r in ctx.registry if _may_see(grant, r.name)]
@@ -130,7 +127,7 @@ async def rooms_api(request: web.Request) -> web.Response:
 
 async def links_api(request: web.Request) -> web.Response:
     """POST /api/links: signed teacher and classroom links for one room."""
-    grant = admin_grant(request, "")
+    grant = admin_grant(request)
     ctx: Context = request.app[CTX]
     try:
         body = await request.json()
