@@ -56,6 +56,10 @@ REMB_FALL = 0.9
 # REMB at least this far above the sent rate means its estimator saw no queue building
 # (it may exceed the received rate by up to 1.5x): there is room to try the next layer.
 REMB_ROOM = 1.25
+# Seconds after a layer went down in which a falling REMB is not taken as congestion: the
+# receiver's estimate still reacts to the old layer's queue draining (AIMD cut it to 0.85x
+# of what arrived then), and acting on it paused cameras on links that carry 180p.
+REMB_SETTLE = 2.0
 # Queueing delay (smoothed RTT over the lowest RTT seen) that confirms a falling REMB: a
 # REMB estimator reacts to delay trends, and without a standing queue its dips are noise.
 QUEUE_DELAY = 0.05
@@ -215,17 +219,22 @@ class BandwidthEstimator:
             return min(bounds)
         return max(min(bounds), self.sent_rate() * (1 - loss) * DELIVERED_SHARE)
 
-    def congested(self, now: float) -> bool:
+    def congested(self, now: float, trying: bool = False) -> bool:
         """True when the link carries less than is sent: heavy loss, or a REMB that fell
         below the sent rate while a queue stands (RTT grew). A REMB merely below it is not
-        enough: REMB trails any rise of the sent rate (a teacher starting, a try) by seconds."""
+        enough: REMB trails any rise of the sent rate (a teacher starting, a try) by seconds.
+        During a try a falling REMB is enough: sending more on a link with room never makes
+        it fall, and waiting for the next receiver report to show the queue costs a second
+        of overload, which a classroom sees as a freeze."""
         if self.loss(now) > LOSS_HIGH:
             return True
         remb, sent = self._remb_total(now), self.sent_rate()
         if remb is None or remb >= sent or not self._remb_peak:
             return False
+        if now - self._loss_since < REMB_SETTLE:
+            return False
         queue = self.queue_delay()
-        if queue is None or queue < QUEUE_DELAY:
+        if not trying and (queue is None or queue < QUEUE_DELAY):
             return False
         return remb < REMB_FALL * max(p for _, p in self._remb_peak)
 

@@ -129,7 +129,7 @@ class ClassroomRate:
             estimator.restart_loss(now)
         demands = self._demands()
         seen = len(self.controller.changes)
-        congested = estimator.congested(now)
+        congested = estimator.congested(now, trying=self.controller.trying is not None)
         counters.congested = congested
         choice = self.controller.update(
             now,

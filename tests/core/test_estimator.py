@@ -110,6 +110,8 @@ def test_falling_remb_is_congestion_when_a_queue_stands(rtts: list[float], conge
     now = feed(est, 550_000, 0.5, start=now)
     est.on_remb(SSRCS, 500_000, now)  # overuse: the receiver cut its estimate
     assert est.congested(now) is congested
+    # during a try the fall alone counts: more sent on a link with room never lowers REMB
+    assert est.congested(now, trying=True)
 
 
 def test_rembs_per_stream_add_up_and_expire() -> None:
@@ -178,3 +180,21 @@ def test_reports_right_after_a_change_describe_the_old_rate(
     now = feed(est, 200_000, 0.25, start=now)
     assert (est.loss(now) > 0.3) is counted
     assert est.congested(now) is counted
+
+
+def test_a_remb_still_falling_just_after_a_downswitch_is_not_congestion() -> None:
+    est = BandwidthEstimator()
+    now = feed(est, 550_000, 1.0)
+    for rtt in (0.02, 0.3, 0.3):
+        now = feed(est, 550_000, 0.5, start=now)
+        est.on_rtt(rtt, now)
+    est.on_remb(SSRCS, 700_000, now)
+    est.restart_loss(now)  # the layer went down
+    now = feed(est, 550_000, 0.5, start=now)
+    est.on_remb(SSRCS, 500_000, now)
+    assert not est.congested(now)
+    now = feed(est, 550_000, 1.75, start=now)
+    est.on_remb(SSRCS, 500_000, now)
+    est.on_remb(SSRCS, 700_000, now - 0.5)  # the peak within the trend window
+    est.on_remb(SSRCS, 480_000, now)
+    assert est.congested(now)
