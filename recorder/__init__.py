@@ -1,6 +1,6 @@
-"""Lesson recording and the course library.
+"""Lesson recording and the course library (docs/recording.md).
 
-Planned shape (architecture.md): the recorder is a Subscriber fed the teacher's original
-encoded frames, writing crash-tolerant segments under <data-dir>/recordings/ and publishing
-finished lessons into <data-dir>/library/. Not implemented yet: nothing is recorded today.
+The recorder is a subscriber fed the teacher's original encoded frames (recorder.py), writing
+crash-tolerant packet logs (packetlog.py) under <data-dir>/recordings/ and publishing finished
+lessons, remuxed without re-encoding (remux.py), into <data-dir>/library/ (library.py).
 """

@@ -86,6 +86,17 @@ class MediaConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingConfig:
+    # Record every lesson into the course library (the teacher's original media, no re-encoding).
+    record: bool = True
+    # Rooms never recorded, comma-separated (e.g. a staff meeting room).
+    record_skip_rooms: str = ""
+    # Seconds a lesson that lost its last source stays open: a teacher who reconnects within
+    # this continues the same recording instead of starting a second one.
+    reconnect_grace: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     # When set, GET /metrics requires `Authorization: Bearer <bearer_token>`.
     bearer_token: str | None = None
@@ -105,6 +116,8 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     # The Prometheus endpoint.
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # Lesson recording and the course library.
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
 
 
 def _section_classes() -> dict[str, type[Any]]:

@@ -60,10 +60,17 @@ class RelayUnderTest:
 
 
 @pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[RelayUnderTest]:
+def relay_env() -> dict[str, str]:
+    """KETANG_* settings for the `relay` fixture; a test module overrides this to change them."""
+    return {}
+
+
+@pytest.fixture
+async def relay(tmp_path: Path, relay_env: dict[str, str]) -> AsyncIterator[RelayUnderTest]:
     """A relay with defaults, data under tmp_path, on a free port; shut down after the test."""
     port = free_port()
-    config = load_config(None, {}, {"port": port, "data_dir": str(tmp_path / "data")})
+    flags = {"port": port, "data_dir": str(tmp_path / "data")}
+    config = load_config(None, relay_env, flags)
     secret = b"test-secret-" + b"x" * 32
     app = build_app(config, secret)
     runner = web.AppRunner(app)

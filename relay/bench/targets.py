@@ -138,6 +138,8 @@ class KetangServer:
         """Spawn `python -m relay serve` and wait for /healthz."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("KETANG_")}
         env["KETANG_SECRET"] = self._secret
+        # Janus records nothing: compare forwarding with forwarding (recording is measured apart)
+        env["KETANG_RECORD"] = "false"
         command = [sys.executable, "-m", "relay", "serve", "--port", str(self._port)]
         command += ["--data-dir", str(self._workdir / "ketang-data")]
         log = open(self._workdir / "ketang.log", "wb")  # noqa: SIM115 (lives with the process)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
@@ -50,6 +51,8 @@ class Upstream:
         self.feed = feed
         self.video = feed.kind == "video"
         self.listeners: set[DownTrack] = set()
+        # other consumers of every frame (the recorder); called on the loop, must not raise
+        self.taps: list[Callable[[Frame, float], None]] = []
         self.coalescer = KeyframeCoalescer(media.keyframe_min_interval)
         self.gop = GopCache(media.gop_cache_frames)
         self.frames = 0
@@ -95,6 +98,8 @@ class Upstream:
             self.gop.add(frame)
         for listener in tuple(self.listeners):
             listener.push(frame, now)
+        for tap in self.taps:
+            tap(frame, now)
         if self.ladder is not None and self.ladder.renditions:
             self.ladder.feed(frame, now)
         metrics.count_ingest(self.feed.kind, len(data))
