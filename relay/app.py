@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from aiohttp import web
 
 from monitoring import metrics
-from relay import events, pages, signalling
+from relay import events, library_api, pages, signalling
 from relay.config import Config
 from relay.context import CTX, Context
 from relay.errors import KetangError, Unauthorized, status_of
@@ -114,6 +114,7 @@ def build_app(config: Config, secret: bytes) -> web.Application:
     signalling.add_routes(app)
     events.add_routes(app)
     pages.add_routes(app)
+    library_api.add_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     return app
 
@@ -123,10 +124,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CTX]
     collector = metrics.install_live_collector(lambda: room_samples(ctx.registry))
     ticker = asyncio.ensure_future(app[events.HUB].tick())
+    recorder = app[library_api.RECORDER]
+    recovery = asyncio.ensure_future(recorder.recover())  # lessons a crash left unpublished
     yield
     ticker.cancel()
     metrics.uninstall(collector)
     await ctx.registry.close()
+    await recovery
+    await recorder.close()
 
 
 async def serve(config: Config) -> None:

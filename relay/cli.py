@@ -80,7 +80,7 @@ def _add_token(commands: argparse._SubParsersAction[_Parser], common: _Parser) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The whole command line; `bench` and `library` will add their own _add_* here."""
+    """The whole command line; `bench` and `library` add their own subparsers."""
     common = _common()
     parser = _Parser(prog=PROG, parents=[common], description="Ketang live-classroom relay")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     from relay.bench.command import add_parser as add_bench
 
     add_bench(commands, common)
+    from recorder.command import add_parser as add_library
+
+    add_library(commands, common)
     return parser
 
 
@@ -125,6 +128,7 @@ def print_links(
     lines = [
         f"Ketang relay at {base}",
         f"  Admin overview:     {base}/admin?token={admin}",
+        f"  Course library:     {base}/library?token={admin}",
         f"  Teacher studio:     {base}/teach/{room}?token={teacher}",
         *(
             f"  Classroom {n} player: {base}/class/{room}?token={token}"

@@ -65,6 +65,7 @@ class Lesson:
     title: str = ""
     subject: str = ""
     grade: str = ""
+    school: str = ""
 
 
 @dataclass(slots=True)
@@ -193,7 +194,8 @@ class EventHub:
         player.qoe_at = time.time()
 
     def _lesson(self, room: str, message: dict[str, Any]) -> None:
-        fields = {name: text(message.get(name), name) for name in ("title", "subject", "grade")}
+        names = ("title", "subject", "grade", "school")
+        fields = {name: text(message.get(name), name) for name in names}
         self.pages(room).lesson = Lesson(**fields)
         self.broadcast(room, self.state(room))
 

@@ -53,7 +53,7 @@ def error_page(status: int, reason: str) -> web.Response:
     return web.Response(status=status, text=body, content_type="text/html", charset="utf-8")
 
 
-def _page_config(request: web.Request, grant: Grant, room: str | None) -> dict[str, Any]:
+def page_settings(request: web.Request, grant: Grant, room: str | None) -> dict[str, Any]:
     ctx: Context = request.app[CTX]
     return {
         "room": room,
@@ -71,7 +71,7 @@ async def _room_page(request: web.Request, template: str, role: str) -> web.Resp
         grant = verify(ctx.secret, request.query.get("token", ""), room, {role})
     except KetangError as error:
         return error_page(*status_of(error))
-    return _html(page_html(template, _page_config(request, grant, room)))
+    return private_html(page_html(template, page_settings(request, grant, room)))
 
 
 async def teach_page(request: web.Request) -> web.Response:
@@ -90,14 +90,14 @@ async def admin_page(request: web.Request) -> web.Response:
         grant = admin_grant(request)
     except KetangError as error:
         return error_page(*status_of(error))
-    return _html(page_html("admin.html", _page_config(request, grant, None)))
+    return private_html(page_html("admin.html", page_settings(request, grant, None)))
 
 
 async def landing_page(request: web.Request) -> web.Response:
-    return _html((WEB / "index.html").read_text(encoding="utf-8"))
+    return private_html((WEB / "index.html").read_text(encoding="utf-8"))
 
 
-def _html(text: str) -> web.Response:
+def private_html(text: str) -> web.Response:
     # pages hold tokens in their URL: keep them out of other sites' Referer headers
     headers = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
     return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)

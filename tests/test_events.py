@@ -108,7 +108,12 @@ async def test_the_teacher_sets_the_lesson_every_page_sees_it(relay: RelayUnderT
         lesson = {"type": "lesson", "title": "认识五线谱", "subject": "音乐", "grade": "五年级"}
         assert await ask(teacher, lesson) == {"type": "ok"}
         state = await next_of(classroom, "state")
-        assert state["lesson"] == {"title": "认识五线谱", "subject": "音乐", "grade": "五年级"}
+        assert state["lesson"] == {
+            "title": "认识五线谱",
+            "subject": "音乐",
+            "grade": "五年级",
+            "school": "",
+        }
         reply = await ask(teacher, {"type": "lesson", "title": "x" * 500})
         assert "at most 120 characters" in reply["error"]
 

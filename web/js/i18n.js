@@ -68,6 +68,7 @@ const STRINGS = {
     layer: '画面档位',
     freezes: '卡顿',
     state: '状态',
+    download: '下载', downloadScreen: '下载屏幕共享', search: '搜索', searchHint: '课程名称、老师、科目、年级', noLessons: '没有找到课程', play: '播放', delete: '删除', school: '学校',
     st_new: '准备中', st_connecting: '连接中', st_connected: '已连接', st_disconnected: '网络中断', st_failed: '已失败', st_closed: '已关闭',
   },
   en: {
@@ -133,6 +134,7 @@ const STRINGS = {
     layer: 'Picture',
     freezes: 'Freezes',
     state: 'State',
+    download: 'Download', downloadScreen: 'Download the screen share', search: 'Search', searchHint: 'Title, teacher, subject, grade', noLessons: 'No lessons found', play: 'Play', delete: 'Delete', school: 'School',
     st_new: 'new', st_connecting: 'connecting', st_connected: 'connected', st_disconnected: 'interrupted', st_failed: 'failed', st_closed: 'closed',
   },
 };

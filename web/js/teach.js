@@ -65,7 +65,7 @@ async function listDevices() {
 }
 
 function lessonInfo() {
-  return {type: 'lesson', title: $('title').value, subject: $('subject').value, grade: $('grade').value};
+  return {type: 'lesson', title: $('title').value, subject: $('subject').value, grade: $('grade').value, school: $('school').value};
 }
 
 async function publishCamera() {
@@ -223,6 +223,6 @@ $('share').addEventListener('click', share);
 $('mute').addEventListener('click', toggleMute);
 $('camera').addEventListener('change', () => openDevices().catch((e) => showError(e.message)));
 $('microphone').addEventListener('change', () => openDevices().catch((e) => showError(e.message)));
-for (const id of ['title', 'subject', 'grade']) $(id).addEventListener('change', () => events.send(lessonInfo()));
+for (const id of ['title', 'subject', 'grade', 'school']) $(id).addEventListener('change', () => events.send(lessonInfo()));
 setInterval(() => showHealth().catch(() => {}), 2000);
 openDevices().catch((error) => showError(`${t('cameraError')}: ${error.message}`));
