@@ -9,13 +9,21 @@ process), which is why the counters live at module level.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes
 
 _INGEST_FRAMES = Counter(
     "ketang_ingest_frames", "Complete frames received from teachers", ["kind"], registry=REGISTRY
@@ -38,6 +46,59 @@ _KEYFRAME_REQUESTS = Counter(
 _HTTP_ERRORS = Counter(
     "ketang_http_errors", "HTTP requests answered with an error", ["status"], registry=REGISTRY
 )
+_FORWARDED_PACKETS = Counter(
+    "ketang_forwarded_packets", "RTP packets sent to classrooms", ["kind"], registry=REGISTRY
+)
+_FORWARDED_BYTES = Counter(
+    "ketang_forwarded_bytes",
+    "Bytes sent to classrooms on the wire (IP/UDP/SRTP included)",
+    ["kind"],
+    registry=REGISTRY,
+)
+_RETRANSMITTED = Counter(
+    "ketang_retransmitted_packets", "Packets resent to classrooms on NACK", registry=REGISTRY
+)
+_SWITCHES = Counter(
+    "ketang_rendition_switches",
+    "Layer changes decided for classroom video slots, by reason (down, try, keep, revert, ...)",
+    ["reason"],
+    registry=REGISTRY,
+)
+_LADDER_SECONDS = Histogram(
+    "ketang_ladder_frame_seconds",
+    "Worker time to decode one teacher frame and encode it for every active rendition",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.033, 0.05, 0.1, 0.25),
+    registry=REGISTRY,
+)
+_RECORDER_BYTES = Counter(
+    "ketang_recorder_bytes", "Bytes the recorder wrote to lesson logs", registry=REGISTRY
+)
+_RECORDER_ERRORS = Counter(
+    "ketang_recorder_errors",
+    "Recorder failures (writes, publishing) that cost recorded media",
+    registry=REGISTRY,
+)
+_JOIN_SECONDS = Histogram(
+    "ketang_join_seconds",
+    "From a classroom's WHEP request to its first video frame sent",
+    buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
+    registry=REGISTRY,
+)
+_LOOP_LAG = Gauge(
+    "ketang_event_loop_lag_seconds",
+    "How late the event loop ran a timer, last probe (work that blocks the loop delays media)",
+    registry=REGISTRY,
+)
+# series that exist from the start at 0, so rates and alerts have data before the first event
+for _source in ("camera", "screen"):
+    _KEYFRAME_REQUESTS.labels(_source)
+for _reason in ("start", "down", "try", "keep", "revert", "cap"):
+    _SWITCHES.labels(_reason)
+_VIDEO_PACKETS, _AUDIO_PACKETS = (
+    _FORWARDED_PACKETS.labels("video"),
+    _FORWARDED_PACKETS.labels("audio"),
+)
+_VIDEO_BYTES, _AUDIO_BYTES = _FORWARDED_BYTES.labels("video"), _FORWARDED_BYTES.labels("audio")
 
 
 def count_ingest(kind: str, size: int) -> None:
@@ -61,6 +122,65 @@ def count_http_error(status: int) -> None:
     _HTTP_ERRORS.labels(str(status)).inc()
 
 
+def count_forwarded(video: bool, packets: int, wire_bytes: int) -> None:
+    """One frame went out to one classroom (per frame, not per packet: the hot path)."""
+    (_VIDEO_PACKETS if video else _AUDIO_PACKETS).inc(packets)
+    (_VIDEO_BYTES if video else _AUDIO_BYTES).inc(wire_bytes)
+
+
+def count_retransmission() -> None:
+    _RETRANSMITTED.inc()
+
+
+def count_switch(reason: str) -> None:
+    """The rate controller changed one classroom slot's layer."""
+    _SWITCHES.labels(reason).inc()
+
+
+def observe_ladder(seconds: float) -> None:
+    _LADDER_SECONDS.observe(seconds)
+
+
+def count_recorded(size: int) -> None:
+    _RECORDER_BYTES.inc(size)
+
+
+def count_recorder_error() -> None:
+    _RECORDER_ERRORS.inc()
+
+
+def observe_join(seconds: float) -> None:
+    _JOIN_SECONDS.observe(seconds)
+
+
+def set_loop_lag(seconds: float) -> None:
+    _LOOP_LAG.set(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassroomSample:
+    """One connected classroom as the relay and its own page see it."""
+
+    classroom: str
+    layers: dict[str, str]  # video slot ("camera", "screen") -> layer name
+    estimate: float  # bits per second the link carries, as estimated
+    sent: float  # bits per second sent
+    rtt: float  # seconds
+    loss: float  # 0..1
+    jitter: float  # seconds, from its receiver reports
+    nacks: int
+    plis: int
+    qoe: dict[str, float] = field(default_factory=dict)  # from the classroom page (getStats)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSample:
+    """One source the teacher publishes."""
+
+    source: str
+    bitrate: float  # bits per second received from the teacher
+
+
 @dataclass(frozen=True, slots=True)
 class RoomSample:
     """What the scrape needs to know about one live room."""
@@ -69,10 +189,44 @@ class RoomSample:
     live: bool
     publishers: int
     classrooms: int
+    classroom_samples: tuple[ClassroomSample, ...] = ()
+    sources: tuple[SourceSample, ...] = ()
+    uplink: dict[str, float] = field(default_factory=dict)  # the teacher page's own report
+
+
+# classroom page QoE fields: metric name, help, counter or gauge
+_QOE = {
+    "freezeCount": ("ketang_classroom_freezes_total", "Video freezes the classroom page saw", True),
+    "totalFreezesDuration": (
+        "ketang_classroom_freeze_seconds_total",
+        "Seconds of frozen video the classroom page saw",
+        True,
+    ),
+    "framesPerSecond": ("ketang_classroom_fps", "Frames per second the page decodes", False),
+    "frameHeight": ("ketang_classroom_frame_height_pixels", "Height of the picture shown", False),
+    "frameWidth": ("ketang_classroom_frame_width_pixels", "Width of the picture shown", False),
+    "concealmentRatio": (
+        "ketang_classroom_audio_concealment_ratio",
+        "Share of audio samples the page had to conceal",
+        False,
+    ),
+    "jitterBufferDelay": (
+        "ketang_classroom_jitter_buffer_seconds",
+        "Average time a frame waited in the page's jitter buffer",
+        False,
+    ),
+}
+_CLASSROOM_GAUGES = (
+    ("estimate", "ketang_classroom_bandwidth_estimate_bits_per_second", "Estimated bandwidth"),
+    ("sent", "ketang_classroom_sent_bits_per_second", "Bits per second sent to the classroom"),
+    ("rtt", "ketang_classroom_rtt_seconds", "Round-trip time to the classroom"),
+    ("loss", "ketang_classroom_loss_ratio", "Packet loss towards the classroom (0-1)"),
+    ("jitter", "ketang_classroom_jitter_seconds", "Interarrival jitter the classroom reports"),
+)
 
 
 class LiveCollector(Collector):
-    """Gauges computed from live state at scrape time."""
+    """Gauges computed from live state at scrape time: they vanish with what they describe."""
 
     def __init__(self, sample: Callable[[], Iterable[RoomSample]]) -> None:
         self._sample = sample
@@ -88,6 +242,71 @@ class LiveCollector(Collector):
             classrooms.add_metric([r.room], r.classrooms)
         yield lessons
         yield classrooms
+        yield from _teacher_metrics(rooms)
+        yield from _classroom_metrics(rooms)
+
+
+def _teacher_metrics(rooms: list[RoomSample]) -> Iterator[Metric]:
+    uplink = GaugeMetricFamily(
+        "ketang_teacher_uplink_bits_per_second",
+        "Bits per second the relay receives from the teacher, per source",
+        labels=["room", "source"],
+    )
+    loss = GaugeMetricFamily(
+        "ketang_teacher_loss_ratio",
+        "Packet loss on the teacher's uplink as the teacher's page reports it (0-1)",
+        labels=["room"],
+    )
+    for room in rooms:
+        for source in room.sources:
+            uplink.add_metric([room.room, source.source], source.bitrate)
+        if "fractionLost" in room.uplink:
+            loss.add_metric([room.room], room.uplink["fractionLost"])
+    yield uplink
+    yield loss
+
+
+def _classroom_metrics(rooms: list[RoomSample]) -> Iterator[Metric]:
+    labels = ["room", "classroom"]
+    gauges = {
+        key: GaugeMetricFamily(name, text, labels=labels) for key, name, text in _CLASSROOM_GAUGES
+    }
+    layer = GaugeMetricFamily(
+        "ketang_classroom_layer_info",
+        "The layer each classroom video slot carries (source, 360p, 180p, still, paused)",
+        labels=[*labels, "slot", "layer"],
+    )
+    nacks = CounterMetricFamily(
+        "ketang_classroom_nacks", "Packets the classroom asked to be resent", labels=labels
+    )
+    plis = CounterMetricFamily(
+        "ketang_classroom_picture_losses",
+        "Keyframe requests (PLI/FIR) from the classroom",
+        labels=labels,
+    )
+    qoe = {
+        key: (CounterMetricFamily if counter else GaugeMetricFamily)(
+            name.removesuffix("_total"), text, labels=labels
+        )
+        for key, (name, text, counter) in _QOE.items()
+    }
+    for room in rooms:
+        for c in room.classroom_samples:
+            values = [room.room, c.classroom]
+            for key, family in gauges.items():
+                family.add_metric(values, getattr(c, key))
+            for slot, name in c.layers.items():
+                layer.add_metric([*values, slot, name], 1)
+            nacks.add_metric(values, c.nacks)
+            plis.add_metric(values, c.plis)
+            for key, page in qoe.items():
+                if key in c.qoe:
+                    page.add_metric(values, c.qoe[key])
+    yield from gauges.values()
+    yield layer
+    yield nacks
+    yield plis
+    yield from qoe.values()
 
 
 def install_live_collector(sample: Callable[[], Iterable[RoomSample]]) -> Collector:

@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 MAGIC = b"KTLOG\x00\x01\n"
 _RECORD = struct.Struct("<IBIdQ")
+RECORD_OVERHEAD = _RECORD.size  # bytes a record adds to its frame
 # Seconds of frames that may sit in the process's buffer: what a killed relay loses at most.
 FLUSH_SECONDS = 1.0
 # A frame larger than this is not a frame (a corrupt length after a torn write).

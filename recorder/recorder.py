@@ -6,6 +6,10 @@ track as they arrive (recorder/packetlog.py: no decoding, a flush a second). A t
 reconnects within `reconnect_grace` continues the same recording as a new generation. When
 the grace runs out the recording is published into the library off the event loop
 (recorder/remux.py) and its logs removed. Recordings left by a crash are published at start.
+
+It also samples every classroom's quality every few seconds (monitoring/quality.py) and keeps
+the lesson's per-classroom summary in its meta and in `<data-dir>/quality/`, for
+`ketang report`; rooms whose media is not recorded still get their summary.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from monitoring import metrics
+from monitoring.quality import SAMPLE_SECONDS, LessonQuality, QualitySample
 from recorder.library import Catalog
-from recorder.packetlog import PacketLogWriter, Record
+from recorder.packetlog import RECORD_OVERHEAD, PacketLogWriter, Record
 from recorder.remux import publish
 from relay.config import RecordingConfig
 from relay.core import model
@@ -48,6 +53,7 @@ class LessonRecording:
     writers: dict[FeedKey, PacketLogWriter] = field(default_factory=dict)
     generations: dict[str, int] = field(default_factory=dict)
     closing: asyncio.TimerHandle | None = None
+    quality: LessonQuality = field(default_factory=LessonQuality)
 
     def tap(self, feed: FeedKey) -> Callable[[Frame, float], None]:
         """The upstream tap writing `feed`'s frames under the source's current generation."""
@@ -64,9 +70,10 @@ class LessonRecording:
                     generation, now - self.started, frame.timestamp, frame.keyframe, frame.data
                 )
                 writer.append(record)
+                metrics.count_recorded(len(record.data) + RECORD_OVERHEAD)
             except Exception:  # a full disk must not break the live lesson
                 logger.exception("recording %s: write failed", self.id)
-                metrics.count_drop("recording_error")
+                metrics.count_recorder_error()
 
         return write
 
@@ -101,10 +108,12 @@ class Recorder:
         self.skip = {r.strip() for r in config.record_skip_rooms.split(",") if r.strip()}
         registry.listeners.append(self.on_event)
 
+    def records(self, room: str) -> bool:
+        """Whether the room's media is recorded; its quality summary is kept either way."""
+        return self.config.record and room not in self.skip
+
     def on_event(self, event: model.Event) -> None:
-        if not self.config.record:
-            return
-        if isinstance(event, model.SourceStarted) and event.room not in self.skip:
+        if isinstance(event, model.SourceStarted):
             self._source_started(event)
         elif isinstance(event, model.LessonEnded) and event.room in self.active:
             recording = self.active[event.room]
@@ -119,7 +128,7 @@ class Recorder:
             recording.closing = None
         recording.generations[event.source] = recording.generations.get(event.source, -1) + 1
         runtime = self.registry.find(event.room)
-        if runtime is None:
+        if runtime is None or not self.records(event.room):
             return
         for kind in event.kinds:
             upstream = runtime.upstreams.get(FeedKey(event.source, kind))
@@ -142,13 +151,46 @@ class Recorder:
         logger.info("recording lesson %s in room %s", lesson_id, event.room)
         return recording
 
+    def sample_quality(self) -> None:
+        """One quality sample of every classroom of every live recorded lesson."""
+        now = asyncio.get_running_loop().time()
+        for room, recording in self.active.items():
+            runtime = self.registry.find(room)
+            if runtime is None or recording.closing is not None:
+                continue
+            for player in runtime.players.values():
+                rate = player.rate
+                if rate is None or player.pc.connectionState != "connected":
+                    continue
+                video = [s for s in player.tracks if s.kind == "video"]
+                sample = QualitySample(
+                    estimate=rate.estimator.estimate(now) or 0.0,
+                    loss=rate.estimator.loss(now) if rate.estimator.has_samples else 0.0,
+                    layer=rate.layer(video[0]) if video else None,
+                    freeze_seconds=player.qoe.get("totalFreezesDuration", 0.0),
+                )
+                recording.quality.add(player.name, sample)
+
+    async def run_sampler(self) -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_SECONDS)
+            try:
+                self.sample_quality()
+            except Exception:  # a bug here must not stop recording
+                logger.exception("quality sampling failed")
+
     def _finish(self, room: str) -> None:
         """The grace is over: close the logs and publish in the background."""
         recording = self.active.pop(room)
         recording.close()
         recording.meta.update(self.lesson_info(room))
         recording.meta["ended"] = time.time()
+        recording.meta["quality"] = recording.quality.summary()
         _write_meta(recording)
+        self._keep_quality(recording.meta)
+        if not self.records(room):
+            shutil.rmtree(recording.directory, ignore_errors=True)
+            return
         task = asyncio.ensure_future(self.publish(recording.directory))
         self.publishing.add(task)
         task.add_done_callback(self.publishing.discard)
@@ -161,6 +203,7 @@ class Recorder:
             meta = await asyncio.to_thread(publish, directory, entry)
         except Exception:
             logger.exception("publishing lesson %s failed; its logs are kept", lesson_id)
+            metrics.count_recorder_error()
             return
         self.catalog.add(meta)
         shutil.rmtree(directory, ignore_errors=True)
@@ -173,6 +216,9 @@ class Recorder:
             return
         for directory in sorted(self.root.iterdir()):
             if directory.is_dir() and directory.name not in {r.id for r in self.active.values()}:
+                if not any(directory.glob("*.log")):  # a lesson whose media was not recorded
+                    shutil.rmtree(directory, ignore_errors=True)
+                    continue
                 logger.info("recovering recording %s", directory.name)
                 await self.publish(directory)
 
@@ -183,6 +229,15 @@ class Recorder:
                 recording.closing.cancel()
             self._finish(room)
         await asyncio.gather(*self.publishing, return_exceptions=True)
+
+    def _keep_quality(self, meta: dict[str, Any]) -> None:
+        """The lesson's quality summary where `ketang report` finds it, media or not."""
+        directory = self.root.parent / "quality"
+        directory.mkdir(parents=True, exist_ok=True)
+        keys = ("id", "room", "title", "subject", "grade", "school", "teacher", "started", "ended")
+        summary = {k: meta.get(k) for k in keys} | {"classrooms": meta["quality"]}
+        text = json.dumps(summary, ensure_ascii=False)
+        (directory / f"{meta['id']}.json").write_text(text, encoding="utf-8")
 
 
 def _write_meta(recording: LessonRecording) -> None:

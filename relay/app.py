@@ -15,9 +15,11 @@ from monitoring import metrics
 from relay import events, library_api, pages, signalling
 from relay.config import Config
 from relay.context import CTX, Context
+from relay.core.model import SOURCES
 from relay.errors import KetangError, Unauthorized, status_of
 from relay.registry import Registry
 from relay.rtc.hooks import check_aiortc
+from relay.runtime import RoomRuntime
 from relay.tls import server_ssl_context
 from relay.tokens import load_secret
 
@@ -95,12 +97,61 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
 
 
-def room_samples(registry: Registry) -> Iterator[metrics.RoomSample]:
+def room_samples(registry: Registry, hub: events.EventHub) -> Iterator[metrics.RoomSample]:
     """Live room state for the scrape-time collector."""
+    now = asyncio.get_running_loop().time()
     for room in registry:
-        yield metrics.RoomSample(
-            room.name, room.model.live, len(room.publishers), len(room.players)
+        sources = tuple(
+            metrics.SourceSample(
+                p.source, sum(u.bitrate for k, u in room.upstreams.items() if k.source == p.source)
+            )
+            for p in room.model.publishers.values()
         )
+        pages = hub.rooms.get(room.name)
+        yield metrics.RoomSample(
+            room.name,
+            room.model.live,
+            len(room.publishers),
+            len(room.players),
+            tuple(_classrooms(room, now)),
+            sources,
+            pages.uplink if pages else {},
+        )
+
+
+def _classrooms(room: RoomRuntime, now: float) -> Iterator[metrics.ClassroomSample]:
+    seen: set[str] = set()
+    for session_id, player in room.players.items():
+        rate = player.rate
+        if rate is None:
+            continue
+        # two connections with one name (a reloaded page) must not share a label set
+        name = player.name if player.name not in seen else f"{player.name} ({session_id[:6]})"
+        seen.add(name)
+        estimator = rate.estimator
+        slots = [s for s in player.tracks if s.kind == "video"]
+        layers = {SOURCES[s.index] if len(slots) > 1 else "video": rate.layer(s) for s in slots}
+        yield metrics.ClassroomSample(
+            classroom=name,
+            layers={slot: layer for slot, layer in layers.items() if layer is not None},
+            estimate=estimator.estimate(now) or 0.0,
+            sent=estimator.sent_rate() if estimator.has_samples else 0.0,
+            rtt=estimator.rtt or 0.0,
+            loss=estimator.loss(now) if estimator.has_samples else 0.0,
+            jitter=rate.jitter,
+            nacks=rate.nacks,
+            plis=sum(t.plis for t in player.tracks.values()),
+            qoe=player.qoe,
+        )
+
+
+async def _probe_loop_lag(interval: float = 0.5) -> None:
+    """How late timers fire: a blocked event loop delays every classroom's media."""
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(interval)
+        metrics.set_loop_lag(max(loop.time() - before - interval, 0.0))
 
 
 def build_app(config: Config, secret: bytes) -> web.Application:
@@ -122,12 +173,17 @@ def build_app(config: Config, secret: bytes) -> web.Application:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Install the live collector; on shutdown close every session."""
     ctx = app[CTX]
-    collector = metrics.install_live_collector(lambda: room_samples(ctx.registry))
-    ticker = asyncio.ensure_future(app[events.HUB].tick())
+    hub = app[events.HUB]
+    collector = metrics.install_live_collector(lambda: room_samples(ctx.registry, hub))
+    ticker = asyncio.ensure_future(hub.tick())
+    lag = asyncio.ensure_future(_probe_loop_lag())
     recorder = app[library_api.RECORDER]
     recovery = asyncio.ensure_future(recorder.recover())  # lessons a crash left unpublished
+    sampler = asyncio.ensure_future(recorder.run_sampler())
     yield
     ticker.cancel()
+    lag.cancel()
+    sampler.cancel()
     metrics.uninstall(collector)
     await ctx.registry.close()
     await recovery

@@ -260,7 +260,7 @@ def classrooms(runtime: RoomRuntime) -> list[dict[str, Any]]:
             "state": player.pc.connectionState,
             "layers": [layer for layer in layers if layer is not None],
             "estimate": (estimator.estimate(now) or 0) if estimator else 0,
-            "loss": estimator.loss(now) if estimator and estimator._samples else 0.0,
+            "loss": estimator.loss(now) if estimator and estimator.has_samples else 0.0,
             "rtt": (estimator.rtt or 0.0) if estimator else 0.0,
             "qoe": player.qoe,
         })  # fmt: skip

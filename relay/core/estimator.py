@@ -174,6 +174,11 @@ class BandwidthEstimator:
 
     # outputs
 
+    @property
+    def has_samples(self) -> bool:
+        """True once the controller fed send counters (the rates below need them)."""
+        return bool(self._samples)
+
     def sent_rate(self) -> float:
         """Bits per second sent over the last window."""
         first, last = self._samples[0], self._samples[-1]

@@ -26,7 +26,9 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from monitoring import metrics
 from relay.core.allocator import AbrParams, Change, RateController, SlotDemand
+from relay.core.codecs import VIDEO_CLOCK_RATE
 from relay.core.estimator import BandwidthEstimator, Report, Sample
 from relay.core.ladder import SOURCE, layers
 from relay.core.ladder import Rendition as RenditionSpec
@@ -75,6 +77,7 @@ class ClassroomRate:
         self._chosen: dict[SlotKey, FrameSource | None] = {}
         self._senders = {sender._ssrc: sender for sender in senders.values()}
         self._nacked = 0
+        self.jitter = 0.0  # seconds, the classroom's latest video interarrival jitter
         self._switching_since: float | None = None
         self._went_down: set[Hashable] = set()  # slots whose last change was downwards
         self._nack_seen: dict[int, deque[int]] = {}
@@ -87,6 +90,11 @@ class ClassroomRate:
     def changes(self) -> list[Change]:
         """Every layer change so far, oldest first: the classroom's rendition timeline."""
         return list(self.controller.changes)
+
+    @property
+    def nacks(self) -> int:
+        """Distinct packets the classroom asked to be resent so far."""
+        return self._nacked
 
     def layer(self, slot: SlotKey) -> str | None:
         """The layer a video slot carries now, or None without a feed."""
@@ -140,6 +148,7 @@ class ClassroomRate:
             estimator.room(now),
         )
         for change in list(self.controller.changes)[seen:]:
+            metrics.count_switch(change.reason)
             if change.reason in ("down", "revert"):
                 estimator.restart_loss(now)
                 self._went_down.add(change.slot)
@@ -221,6 +230,8 @@ class ClassroomRate:
                 if sender is None:
                     continue
                 fraction = report.fraction_lost / 256
+                if sender.kind == "video":  # RFC 3550 §6.4.1: in timestamp units
+                    self.jitter = report.jitter / VIDEO_CLOCK_RATE
                 block = Report(now, fraction, report.packets_lost, report.highest_sequence)
                 self.estimator.on_report(report.ssrc, block)
                 rtt = hooks.report_rtt(sender, report.lsr, report.dlsr)

@@ -47,6 +47,7 @@ class DownTrack(MediaStreamTrack):
         self._waiter: asyncio.Future[None] | None = None
         # frames are queued only once the sender runs, i.e. the classroom is connected
         self._sending = False
+        self.plis = 0  # keyframe requests from the classroom
 
     def retarget(self, source: FrameSource | None) -> None:
         """Carry `source` from its next keyframe on; None stops this track's media."""
@@ -86,6 +87,7 @@ class DownTrack(MediaStreamTrack):
 
     def picture_lost(self) -> None:
         """The classroom sent PLI/FIR: ask upstream, coalesced, for a keyframe."""
+        self.plis += 1
         origin = self.forwarder.target or self.forwarder.current
         if origin is not None:
             cast("FrameSource", origin).request_keyframe()

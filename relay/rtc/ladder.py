@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -179,12 +180,14 @@ def _process(
     keep: set[str],
 ) -> Encoded:
     """Worker thread: decode one teacher frame, encode it for each rendition in `specs`."""
+    started = time.perf_counter()
     work.retire(keep)
     out: Encoded = []
     for picture in work.decode(data, timestamp):
         for spec in specs:
             for encoded, key in work.encode(spec, picture, timestamp, spec.name in wanted):
                 out.append((spec.name, encoded, timestamp, key))
+    metrics.observe_ladder(time.perf_counter() - started)
     return out
 
 

@@ -15,11 +15,13 @@ import logging
 import random
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpsender import RTCRtpSender
 
+from monitoring import metrics
 from relay.core.codecs import vp8_descriptor
 from relay.core.forwarder import OutFrame
 from relay.rtc.downtrack import DownTrack
@@ -102,8 +104,16 @@ class SendCounters:
 class PacketLoop:
     """Sends a DownTrack's frames through one RTCRtpSender's transport."""
 
-    def __init__(self, track: DownTrack, sender: RTCRtpSender, counters: SendCounters) -> None:
+    def __init__(
+        self,
+        track: DownTrack,
+        sender: RTCRtpSender,
+        counters: SendCounters,
+        on_first_frame: Callable[[], None] | None = None,
+    ) -> None:
         self._track = track
+        self._video = track.kind == "video"
+        self._on_first_frame = on_first_frame
         self._sender = sender
         self._counters = counters
         self._history: list[_Sent | None] = [None] * HISTORY_SIZE
@@ -168,6 +178,10 @@ class PacketLoop:
             self._picture_id = (self._picture_id + 1) & 0x7FFF
         internals.account(len(chunks), octets, timestamp)
         self._counters.sent_media(len(chunks), wire)
+        metrics.count_forwarded(self._video, len(chunks), wire)
+        if self._on_first_frame is not None:
+            self._on_first_frame()
+            self._on_first_frame = None
 
     async def retransmit(self, sequence_number: int) -> None:
         """Answer a classroom's NACK from our history, as RTX when negotiated (RFC 4588)."""
@@ -203,3 +217,4 @@ class PacketLoop:
             first_byte, sent.marker << 7 | payload_type, sequence, sent.timestamp, ssrc
         )
         send(header + sent.extensions + payload)
+        metrics.count_retransmission()

@@ -18,6 +18,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from monitoring import metrics
 from relay.config import MediaConfig
 from relay.core.allocator import AbrParams
 from relay.core.ladder import Rendition
@@ -130,6 +131,8 @@ class PlaySession(Session):
         self.tracks: dict[SlotKey, DownTrack] = {}
         self.counters = SendCounters()
         self.rate: ClassroomRate | None = None
+        self.created = asyncio.get_running_loop().time()
+        self.join_seconds: float | None = None
         # the classroom page's own quality of experience (getStats), and when it came
         self.qoe: dict[str, float] = {}
         self.qoe_at: float | None = None
@@ -150,13 +153,20 @@ class PlaySession(Session):
             transceiver = self.pc.addTransceiver(track, direction="sendonly")
             transceiver.setCodecPreferences(codec_preferences(slot.kind))
             hooks.on_keyframe_request(transceiver.sender, track.picture_lost)
-            PacketLoop(track, transceiver.sender, self.counters)
+            first = self._joined if slot.kind == "video" else None
+            PacketLoop(track, transceiver.sender, self.counters, first)
             self.tracks[slot] = track
             senders[slot] = transceiver.sender
         self.rate = ClassroomRate(self.tracks, senders, self.counters, renditions, cap, AbrParams())
         answer = await self._answer(offer)
         self.rate.start()
         return answer
+
+    def _joined(self) -> None:
+        """The first video frame went out: the classroom has joined, as people perceive it."""
+        if self.join_seconds is None:
+            self.join_seconds = asyncio.get_running_loop().time() - self.created
+            metrics.observe_join(self.join_seconds)
 
     def assign(self, slot: SlotKey, upstream: Upstream | None) -> None:
         """Carry `upstream` on one down track, at the layer the classroom's link allows."""
