@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -79,6 +80,41 @@ def _add_token(commands: argparse._SubParsersAction[_Parser], common: _Parser) -
     token.set_defaults(run=_run_token)
 
 
+def _add_report(commands: argparse._SubParsersAction[_Parser], common: _Parser) -> None:
+    report = commands.add_parser(
+        "report", parents=[common], help="per-school lesson quality over a period"
+    )
+    report.add_argument("--from", dest="since", type=_date, required=True, metavar="YYYY-MM-DD")
+    report.add_argument("--to", dest="until", type=_date, required=True, metavar="YYYY-MM-DD")
+    report.add_argument("--school", default="", help="only schools whose name contains this")
+    report.add_argument("--csv", type=Path, metavar="FILE", help="also write the table as CSV")
+    report.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="data directory (default ./data)"
+    )
+    report.set_defaults(run=_run_report)
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+
+
+def _run_report(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Print which schools had poor lessons, how often and since when; optionally CSV."""
+    from monitoring.report import load, print_table, rows, write_csv
+
+    config = _load(args, ("data_dir",), env)
+    lessons = load(config.storage.data_dir / "quality")
+    table = rows(lessons, args.since, args.until, args.school)
+    print_table(table, sys.stdout)
+    if args.csv is not None:
+        with args.csv.open("w", newline="", encoding="utf-8") as out:
+            write_csv(table, out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; `bench` and `library` add their own subparsers."""
     common = _common()
@@ -92,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     from recorder.command import add_parser as add_library
 
     add_library(commands, common)
+    _add_report(commands, common)
     return parser
 
 

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,12 @@ import aiohttp
 import av
 import pytest
 
-from relay.library_api import CATALOG
+from relay.cli import main
+from relay.library_api import CATALOG, RECORDER
 from relay.tokens import issue
 from tests.conftest import RelayUnderTest, free_port
 from tests.media import TAG_CAMERA, CounterVideoTrack, ToneAudioTrack, read_counter
-from tests.peers import whip_publish
+from tests.peers import whep_play, whip_publish
 
 ROOM = "recorded"
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,3 +195,35 @@ async def test_a_relay_killed_mid_lesson_recovers_all_but_the_last_seconds(
     assert numbers == list(range(numbers[0], numbers[-1] + 1))
     assert json.loads((data / "library" / meta["id"] / "meta.json").read_text())["id"] == meta["id"]
     assert not (data / "recordings" / recordings[0].name).exists()
+
+
+@pytest.mark.timeout(60)
+async def test_each_classrooms_quality_is_kept_with_the_lesson_for_reports(
+    relay: RelayUnderTest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    classroom = await whep_play(relay.base, ROOM, relay.token(ROOM, "classroom", "Hope Primary"))
+    recorder = relay.app[RECORDER]
+
+    async def sample_while_teaching() -> None:
+        for _ in range(4):
+            await asyncio.sleep(0.8)
+            recorder.sample_quality()  # what the relay does every 5 s
+
+    try:
+        sampling = asyncio.ensure_future(sample_while_teaching())
+        await teach(relay.base, relay.token(ROOM, "teacher"), 4)
+        await sampling
+        (meta,) = await published(relay)
+    finally:
+        await classroom.close()
+    (entry,) = meta["quality"]
+    assert entry["classroom"] == "Hope Primary" and entry["attended_minutes"] > 0
+    assert entry["bandwidth_p50"] > 0 and entry["renditions"] == {
+        "source": entry["attended_minutes"]
+    }
+    data = relay.config.storage.data_dir
+    stored = json.loads((data / "quality" / f"{meta['id']}.json").read_text())
+    assert stored["classrooms"] == meta["quality"]
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    assert main(["report", "--from", day, "--to", day, "--data-dir", str(data)]) == 0
+    assert "Hope Primary" in capsys.readouterr().out
