@@ -55,6 +55,11 @@ class LoopedClip(MediaStreamTrack):
     def keyframe(self) -> None:
         self._index = 0
 
+    @property
+    def sent(self) -> int:
+        """Frames handed to the sender so far."""
+        return self._count
+
     async def recv(self) -> av.Packet:  # type: ignore[type-arg]
         if self.readyState != "live":
             raise MediaStreamError
