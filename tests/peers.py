@@ -103,9 +103,11 @@ class FrameLog(_Arrivals):
         super().__init__()
         self.records: list[FrameRecord] = []
         self.unreadable = 0
+        self.last_size = (0, 0)  # of the newest decoded frame, readable or not
 
     def add(self, now: float, frame: av.VideoFrame) -> FrameRecord | None:
         """Log one decoded frame; count it as unreadable when it carries no clean code."""
+        self.last_size = (frame.width, frame.height)
         reading = read_counter(frame)
         if reading is None:
             self.unreadable += 1

@@ -67,16 +67,16 @@ async def report_qoe(
     relay: RelayUnderTest, classroom: Playback, name: str, frozen: float
 ) -> dict[str, float]:
     """What the classroom page sends every 5 s, from what this classroom really decoded."""
-    before = decoded(classroom)
+    before, sound = decoded(classroom), classroom.audio.count
     await asyncio.sleep(1.0)
+    heard = classroom.audio.count - sound  # of 50 Opus frames a second
     stats = {
         "freezeCount": 1 if frozen else 0,
         "totalFreezesDuration": frozen,
         "framesPerSecond": float(decoded(classroom) - before),
-        "frameWidth": 320,
-        "frameHeight": 240,
-        "concealmentRatio": 0.0,
-        "jitterBufferDelay": 0.05,
+        "frameWidth": classroom.video[0].last_size[0],
+        "frameHeight": classroom.video[0].last_size[1],
+        "concealmentRatio": max(0.0, 1 - heard / 50),
     }
     session = classroom.location.rsplit("/", 1)[1]
     token = relay.token(ROOM, "classroom", name)
@@ -138,6 +138,11 @@ async def test_metrics_after_a_lesson_with_known_traffic(
     }
     fps = samples(text, "ketang_classroom_fps")
     assert fps[f"classroom=Hope Primary,room={ROOM}"] == lesson.reported["framesPerSecond"] >= 20
+    heights = samples(text, "ketang_classroom_frame_height_pixels")
+    assert heights == {
+        f"classroom=Hope Primary,room={ROOM}": 360,
+        f"classroom=Village,room={ROOM}": 180,
+    }
     frozen = samples(text, "ketang_classroom_freeze_seconds_total")
     assert frozen[f"classroom=Village,room={ROOM}"] == 0.4
     # frames in = frames the teacher sent (within what is in flight); each went to both
