@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from relay.errors import BadRequest, NotFound
 
-LESSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+LESSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a room name may hold dots
 FILE_NAME = re.compile(r"^[a-z]+\.(webm|jpg)$")
 SEARCHED = ("title", "teacher", "subject", "grade", "room", "school")
 

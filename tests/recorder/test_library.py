@@ -8,6 +8,7 @@ import av
 import pytest
 
 from recorder.library import Catalog, LocalStore
+from recorder.recorder import new_lesson_id
 from relay.errors import BadRequest, NotFound
 from tests.recorder.lessons import add_lesson
 
@@ -82,3 +83,12 @@ def test_only_listed_files_of_known_lessons_are_reachable(
     add_lesson(catalog, tmp_path, "l1")
     with pytest.raises(error):
         catalog.store.path(lesson_id, name)
+
+
+def test_a_lesson_of_a_room_with_dots_in_its_name_is_published(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    lesson_id = new_lesson_id("grade5.music", 1_800_000_000)
+    add_lesson(catalog, tmp_path, lesson_id)
+    assert catalog.get(lesson_id)["id"] == lesson_id
+    assert catalog.store.path(lesson_id, "camera.webm").exists()
