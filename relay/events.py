@@ -174,7 +174,7 @@ class EventHub:
         if kind == "ping":
             return {"type": "pong"}
         if kind == "qoe" and grant.role == "classroom":
-            self._qoe(room, message)
+            self._qoe(room, grant.name, message)
             return None
         if kind == "lesson" and grant.role == "teacher":
             self._lesson(room, message)
@@ -184,12 +184,13 @@ class EventHub:
             return None
         raise BadRequest(f"message type {kind!r} is not accepted from a {grant.role}")
 
-    def _qoe(self, room: str, message: dict[str, Any]) -> None:
+    def _qoe(self, room: str, classroom: str, message: dict[str, Any]) -> None:
+        """A classroom page's report about its own session (not another school's)."""
         runtime = self.registry.find(room)
         session = message.get("session")
         player = runtime.players.get(session) if runtime and isinstance(session, str) else None
-        if player is None:
-            raise BadRequest(f"no classroom session {session!r} in room {room!r}")
+        if player is None or player.name != classroom:
+            raise BadRequest(f"no session {session!r} of classroom {classroom!r} in room {room!r}")
         player.qoe = numbers(message.get("stats"), QOE_FIELDS)
         player.qoe_at = time.time()
 

@@ -72,7 +72,8 @@ async def test_a_page_gets_the_state_then_events_as_the_lesson_goes(relay: Relay
         ("not json", "message is not JSON"),
         ([1, 2], 'a message is a JSON object with a "type"'),
         ({"type": "lesson", "title": "x"}, "'lesson' is not accepted from a classroom"),
-        ({"type": "qoe", "session": "nope", "stats": {}}, "no classroom session 'nope'"),
+        ({"type": "qoe", "session": "nope", "stats": {}}, "no session 'nope' of classroom 'East'"),
+        ({"type": "qoe", "session": "OTHER", "stats": {}}, "of classroom 'East'"),
         ({"type": "qoe", "session": "SESSION", "stats": {"framesPerSecond": "fast"}},
          "stats field 'framesPerSecond' must be a finite number"),
         ({"type": "qoe", "session": "SESSION", "stats": [1]}, "stats must be a JSON object"),
@@ -82,13 +83,17 @@ async def test_bad_messages_get_a_clear_error_and_change_nothing(
     relay: RelayUnderTest, message: object, error: str
 ) -> None:
     classroom = await whep_play(relay.base, ROOM, relay.token(ROOM, "classroom", "East"))
+    other = await whep_play(relay.base, ROOM, relay.token(ROOM, "classroom", "West"))
     session = classroom.location.rsplit("/", 1)[1]
     try:
         async with socket(relay, relay.token(ROOM, "classroom", "East")) as ws:
             good = {"type": "qoe", "session": session, "stats": {"framesPerSecond": 29.5}}
             assert await ask(ws, good) == {"type": "ok"}
             if isinstance(message, dict):
-                message = {k: session if v == "SESSION" else v for k, v in message.items()}
+                sessions = {"SESSION": session, "OTHER": other.location.rsplit("/", 1)[1]}
+                message = {
+                    k: sessions.get(v, v) if isinstance(v, str) else v for k, v in message.items()
+                }
             reply = await ask(ws, message)
             assert reply["type"] == "error" and error in reply["error"]
             # the socket still works, and the earlier report stands
@@ -97,6 +102,7 @@ async def test_bad_messages_get_a_clear_error_and_change_nothing(
             assert runtime is not None and runtime.players[session].qoe == {"framesPerSecond": 29.5}
     finally:
         await classroom.close()
+        await other.close()
 
 
 async def test_the_teacher_sets_the_lesson_every_page_sees_it(relay: RelayUnderTest) -> None:
