@@ -35,7 +35,7 @@ from relay.core.ladder import Rendition as RenditionSpec
 from relay.core.model import SlotKey
 from relay.rtc import hooks
 from relay.rtc.downtrack import DownTrack, FrameSource
-from relay.rtc.sender import SendCounters
+from relay.rtc.sender import RTX_BURST, SendCounters
 from relay.rtc.upstream import Upstream
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ AUDIO_OVERHEAD = 50 * 8 * 50  # 50 packets a second, 50 header bytes each
 # Seconds a layer switch may wait for its keyframe and still blind the loss measurement:
 # longer than a rendition's keyframe takes (at once) or a coalesced teacher keyframe.
 SWITCH_PATIENCE = 3.0
+# Seconds after a downswitch's keyframe before a second one: past the first one's packets.
+SECOND_KEYFRAME_DELAY = 0.2
 # NACKed sequence numbers remembered per stream to count repeats once: the sender's history.
 NACK_MEMORY = 128
 
@@ -212,8 +214,19 @@ class ClassroomRate:
             return
         self._chosen[slot] = source
         track = self.tracks.get(slot)
-        if track is not None:
-            track.retarget(source)  # replays the layer's GOP, or asks it for a keyframe
+        if track is None:
+            return
+        track.retarget(source)  # replays the layer's GOP, or asks it for a keyframe
+        if source is not None and slot in self._went_down:
+            self._second_keyframe(source)
+
+    def _second_keyframe(self, source: FrameSource) -> None:
+        """Going down happens on a link that is overloaded right then: the new layer's first
+        keyframe is the packet most likely lost in the full queue, and without it the picture
+        stays frozen until the classroom asks again. A second one shortly after costs a few
+        kilobytes (a rendition's keyframe, or a coalesced teacher PLI)."""
+        self.counters.rtx_allowance = RTX_BURST  # its lost packets are worth resending
+        self._loop.call_later(SECOND_KEYFRAME_DELAY, source.request_keyframe)
 
     def _on_rtcp(self, packet: object) -> None:
         """Feedback from the classroom, as aiortc routes it to one of our senders."""
