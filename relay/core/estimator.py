@@ -174,13 +174,10 @@ class BandwidthEstimator:
 
     # outputs
 
-    @property
-    def has_samples(self) -> bool:
-        """True once the controller fed send counters (the rates below need them)."""
-        return bool(self._samples)
-
     def sent_rate(self) -> float:
-        """Bits per second sent over the last window."""
+        """Bits per second sent over the last window (0 before two samples)."""
+        if not self._samples:
+            return 0.0
         first, last = self._samples[0], self._samples[-1]
         elapsed = last.now - first.now
         return 8 * (last.octets - first.octets) / elapsed if elapsed > 0 else 0.0
@@ -261,6 +258,8 @@ class BandwidthEstimator:
         return sum(fresh) if fresh else None
 
     def _nack_loss(self) -> float:
+        if not self._samples:
+            return 0.0
         first, last = self._samples[0], self._samples[-1]
         if first.now < self._loss_since + NACK_GRACE:
             return 0.0  # NACKs still arriving for packets sent before the change

@@ -33,6 +33,11 @@ def feed(
     return now
 
 
+def test_a_fresh_estimator_answers_without_samples() -> None:
+    est = BandwidthEstimator()  # the scrape or a page may ask before the controller's first tick
+    assert (est.sent_rate(), est.loss(0.0), est.estimate(0.0)) == (0.0, 0.0, None)
+
+
 def test_nothing_known_before_feedback() -> None:
     est = BandwidthEstimator()
     now = feed(est, 1_000_000, 1.0)
