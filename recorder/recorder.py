@@ -162,11 +162,11 @@ class Recorder:
                 rate = player.rate
                 if rate is None or player.pc.connectionState != "connected":
                     continue
-                video = [s for s in player.tracks if s.kind == "video"]
+                link = rate.view(now)
                 sample = QualitySample(
-                    estimate=rate.estimator.estimate(now) or 0.0,
-                    loss=rate.estimator.loss(now) if rate.estimator.has_samples else 0.0,
-                    layer=rate.layer(video[0]) if video else None,
+                    estimate=link.estimate,
+                    loss=link.loss,
+                    layer=next(iter(link.layers.values()), None),  # the first video slot
                     freeze_seconds=player.qoe.get("totalFreezesDuration", 0.0),
                 )
                 recording.quality.add(player.name, sample)

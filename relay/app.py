@@ -15,7 +15,6 @@ from monitoring import metrics
 from relay import events, library_api, pages, signalling
 from relay.config import Config
 from relay.context import CTX, Context
-from relay.core.model import SOURCES
 from relay.errors import KetangError, Unauthorized, status_of
 from relay.registry import Registry
 from relay.rtc.hooks import check_aiortc
@@ -102,9 +101,7 @@ def room_samples(registry: Registry, hub: events.EventHub) -> Iterator[metrics.R
     now = asyncio.get_running_loop().time()
     for room in registry:
         sources = tuple(
-            metrics.SourceSample(
-                p.source, sum(u.bitrate for k, u in room.upstreams.items() if k.source == p.source)
-            )
+            metrics.SourceSample(p.source, room.source_bitrate(p.source))
             for p in room.model.publishers.values()
         )
         pages = hub.rooms.get(room.name)
@@ -128,16 +125,14 @@ def _classrooms(room: RoomRuntime, now: float) -> Iterator[metrics.ClassroomSamp
         # two connections with one name (a reloaded page) must not share a label set
         name = player.name if player.name not in seen else f"{player.name} ({session_id[:6]})"
         seen.add(name)
-        estimator = rate.estimator
-        slots = [s for s in player.tracks if s.kind == "video"]
-        layers = {SOURCES[s.index] if len(slots) > 1 else "video": rate.layer(s) for s in slots}
+        link = rate.view(now)
         yield metrics.ClassroomSample(
             classroom=name,
-            layers={slot: layer for slot, layer in layers.items() if layer is not None},
-            estimate=estimator.estimate(now) or 0.0,
-            sent=estimator.sent_rate() if estimator.has_samples else 0.0,
-            rtt=estimator.rtt or 0.0,
-            loss=estimator.loss(now) if estimator.has_samples else 0.0,
+            layers=link.layers,
+            estimate=link.estimate,
+            sent=link.sent,
+            rtt=link.rtt,
+            loss=link.loss,
             jitter=rate.jitter,
             nacks=rate.nacks,
             plis=sum(t.plis for t in player.tracks.values()),

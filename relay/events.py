@@ -236,33 +236,30 @@ def describe(event: model.Event) -> dict[str, Any] | None:
 
 
 def sources(runtime: RoomRuntime) -> list[dict[str, Any]]:
-    out = []
-    for publisher in runtime.model.publishers.values():
-        upstreams = [u for k, u in runtime.upstreams.items() if k.source == publisher.source]
-        out.append({
-            "source": publisher.source,
-            "teacher": publisher.teacher,
-            "kinds": sorted(publisher.kinds),
-            "bitrate": sum(u.bitrate for u in upstreams),
-        })  # fmt: skip
-    return out
+    return [
+        {
+            "source": p.source,
+            "teacher": p.teacher,
+            "kinds": sorted(p.kinds),
+            "bitrate": runtime.source_bitrate(p.source),
+        }
+        for p in runtime.model.publishers.values()
+    ]
 
 
 def classrooms(runtime: RoomRuntime) -> list[dict[str, Any]]:
+    now = asyncio.get_running_loop().time()
     out = []
     for session_id, player in runtime.players.items():
-        rate = player.rate
-        layers = [rate.layer(s) for s in player.tracks if s.kind == "video"] if rate else []
-        estimator = rate.estimator if rate else None
-        now = asyncio.get_running_loop().time()
+        link = player.rate.view(now) if player.rate else None
         out.append({
             "session": session_id,
             "name": player.name,
             "state": player.pc.connectionState,
-            "layers": [layer for layer in layers if layer is not None],
-            "estimate": (estimator.estimate(now) or 0) if estimator else 0,
-            "loss": estimator.loss(now) if estimator and estimator.has_samples else 0.0,
-            "rtt": (estimator.rtt or 0.0) if estimator else 0.0,
+            "layers": list(link.layers.values()) if link else [],
+            "estimate": link.estimate if link else 0.0,
+            "loss": link.loss if link else 0.0,
+            "rtt": link.rtt if link else 0.0,
             "qoe": player.qoe,
         })  # fmt: skip
     return out

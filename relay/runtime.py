@@ -118,6 +118,10 @@ class RoomRuntime:
             await self.end(session_id)
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def source_bitrate(self, source: str) -> int:
+        """Bits per second the teacher sends on one source, all its tracks together."""
+        return sum(u.bitrate for key, u in self.upstreams.items() if key.source == source)
+
     def owns(self, session_id: str, kind: str) -> bool:
         """True when the session exists and is of that kind ("whip" or "whep")."""
         return session_id in (self.publishers if kind == "whip" else self.players)

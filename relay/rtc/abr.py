@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Hashable
+from dataclasses import dataclass
 
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import (
@@ -32,7 +33,7 @@ from relay.core.codecs import VIDEO_CLOCK_RATE
 from relay.core.estimator import BandwidthEstimator, Report, Sample
 from relay.core.ladder import SOURCE, layers
 from relay.core.ladder import Rendition as RenditionSpec
-from relay.core.model import SlotKey
+from relay.core.model import SOURCES, SlotKey
 from relay.rtc import hooks
 from relay.rtc.downtrack import DownTrack, FrameSource
 from relay.rtc.sender import RTX_BURST, SendCounters
@@ -55,6 +56,18 @@ SWITCH_PATIENCE = 3.0
 SECOND_KEYFRAME_DELAY = 0.2
 # NACKed sequence numbers remembered per stream to count repeats once: the sender's history.
 NACK_MEMORY = 128
+
+
+@dataclass(frozen=True, slots=True)
+class LinkView:
+    """One classroom's link right now, as the pages, the metrics and the quality history show
+    it."""
+
+    layers: dict[str, str]  # video slot ("video"; "camera"/"screen" with two) -> layer
+    estimate: float  # bits per second, 0 before any feedback
+    sent: float  # bits per second
+    loss: float  # 0..1
+    rtt: float  # seconds, 0 before the first receiver report
 
 
 class ClassroomRate:
@@ -97,6 +110,19 @@ class ClassroomRate:
     def nacks(self) -> int:
         """Distinct packets the classroom asked to be resent so far."""
         return self._nacked
+
+    def view(self, now: float) -> LinkView:
+        """The link's layers and estimate now."""
+        slots = [s for s in self.tracks if s.kind == "video"]
+        layers = {
+            SOURCES[s.index] if len(slots) > 1 else "video": self.controller.current[s]
+            for s in slots
+            if s in self.controller.current
+        }
+        est = self.estimator
+        return LinkView(
+            layers, est.estimate(now) or 0.0, est.sent_rate(), est.loss(now), est.rtt or 0.0
+        )
 
     def layer(self, slot: SlotKey) -> str | None:
         """The layer a video slot carries now, or None without a feed."""
