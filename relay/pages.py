@@ -60,7 +60,6 @@ def page_settings(request: web.Request, grant: Grant, room: str | None) -> dict[
         "role": grant.role,
         "name": grant.name,
         "grafana": ctx.config.metrics.grafana_url,
-        "library": any(r.canonical == "/library" for r in request.app.router.resources()),
     }
 
 

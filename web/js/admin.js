@@ -100,10 +100,7 @@ if (config.grafana) {
   $('grafana-link').href = config.grafana;
   $('grafana-link').classList.remove('hidden');
 }
-if (config.library) {
-  $('library-link').href = `/library?token=${encodeURIComponent(token())}`;
-  $('library-link').classList.remove('hidden');
-}
+$('library-link').href = `/library?token=${encodeURIComponent(token())}`;
 $('links-form').addEventListener('submit', (event) => makeLinks(event).catch((e) => ($('links-error').textContent = e.message)));
 refresh();
 setInterval(() => refresh().catch(() => {}), REFRESH_MS);
