@@ -63,6 +63,10 @@ REMB_SETTLE = 2.0
 # Queueing delay (smoothed RTT over the lowest RTT seen) that confirms a falling REMB: a
 # REMB estimator reacts to delay trends, and without a standing queue its dips are noise.
 QUEUE_DELAY = 0.05
+# During a try, a standing queue this long already says the link is full: a try on a link with
+# room adds none (0-1 ms in the constrained-link test after the limit lifts), while a try that
+# overloads it shows 30-50 ms in the first receiver report, a second before loss does.
+TRY_QUEUE = 0.025
 # Seconds over which the lowest RTT is the path's base RTT (a minimum filter, as BBR keeps).
 BASE_RTT_WINDOW = 30.0
 # Loss-based bound growth per second while loss stays low, per GCC §6 (1.05 per report).
@@ -230,12 +234,14 @@ class BandwidthEstimator:
         of overload, which a classroom sees as a freeze."""
         if self.loss(now) > LOSS_HIGH:
             return True
+        queue = self.queue_delay()
+        if trying and queue is not None and queue >= TRY_QUEUE:
+            return True
         remb, sent = self._remb_total(now), self.sent_rate()
         if remb is None or remb >= sent or not self._remb_peak:
             return False
         if now - self._loss_since < REMB_SETTLE:
             return False
-        queue = self.queue_delay()
         if not trying and (queue is None or queue < QUEUE_DELAY):
             return False
         return remb < REMB_FALL * max(p for _, p in self._remb_peak)

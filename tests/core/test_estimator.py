@@ -203,3 +203,22 @@ def test_a_remb_still_falling_just_after_a_downswitch_is_not_congestion() -> Non
     est.on_remb(SSRCS, 700_000, now - 0.5)  # the peak within the trend window
     est.on_remb(SSRCS, 480_000, now)
     assert est.congested(now)
+
+
+@pytest.mark.parametrize(
+    ("rtts", "trying", "congested"),
+    [
+        ([0.02, 0.02, 0.05, 0.07], True, True),  # a queue building during a try: revert
+        ([0.02, 0.02, 0.05, 0.07], False, False),  # the same without a try: not enough alone
+        ([0.02, 0.02, 0.021, 0.02], True, False),  # a try on a link with room
+    ],
+)
+def test_a_queue_building_during_a_try_is_congestion(
+    rtts: list[float], trying: bool, congested: bool
+) -> None:
+    est = BandwidthEstimator()
+    now = feed(est, 500_000, 1.0)
+    for rtt in rtts:
+        now = feed(est, 500_000, 0.5, start=now)
+        est.on_rtt(rtt, now)
+    assert est.congested(now, trying=trying) is congested
