@@ -12,6 +12,9 @@ consumer layers, Jitsi's bitrate controller):
   that is kept after `trial` seconds without congestion and reverted at once otherwise;
 - after a failed try, wait `backoff` x 1.5^(failures-1) seconds (LiveKit's probe back-off,
   capped) before the next, so a link that cannot carry a layer is not flapped at.
+
+`update` returns its `Decision`: the layers and exactly the changes that call made, which is
+what callers react to. The bounded `history` is only the timeline for display.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from dataclasses import dataclass
 
 from relay.core.ladder import Layer
 
-# Layer changes kept per classroom for its timeline (a lesson has a few dozen).
+# Layer changes kept per classroom for its displayed timeline: a steady lesson makes a few
+# dozen, a constrained one about 256 in 20 minutes, so older ones are dropped (display only).
 HISTORY = 256
 # Share of the estimate the allocation may plan to use. The estimate already keeps GCC's
 # margin (REMB after overuse and the loss bound are both 0.85 x what got through): another
@@ -59,6 +63,14 @@ class Change:
     slot: Hashable
     layer: str
     reason: str  # start | down | try | keep | revert | cap
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one `RateController.update` decided: the layers now and the changes it made."""
+
+    layers: dict[Hashable, str]  # slot -> layer it carries now
+    changes: tuple[Change, ...]  # exactly this call's changes, "keep" included, in order
 
 
 def total(choice: dict[Hashable, str], demands: Sequence[SlotDemand]) -> int:
@@ -112,7 +124,10 @@ class RateController:
     def __init__(self, params: AbrParams) -> None:
         self.params = params
         self.current: dict[Hashable, str] = {}
-        self.changes: deque[Change] = deque(maxlen=HISTORY)
+        # the timeline for display only: bounded, so never a way to find an update's changes
+        self.history: deque[Change] = deque(maxlen=HISTORY)
+        self.changes_made = 0  # every change so far, including those `history` dropped
+        self._made: list[Change] = []  # the changes of the update under way
         self.failures = 0
         self._trial: _Trial | None = None
         self._retry_at = -math.inf
@@ -134,8 +149,10 @@ class RateController:
         audio: float,
         congested: bool,
         room: bool,
-    ) -> dict[Hashable, str]:
-        """The layer each slot should carry now, given the estimator's view of the link."""
+    ) -> Decision:
+        """The layer each slot should carry now, given the estimator's view of the link, and
+        the changes that makes: the caller reacts to each exactly once."""
+        self._made = []
         budget = math.inf if estimate is None else estimate * USABLE - audio
         self._fit_slots(now, demands)
         if congested:
@@ -144,7 +161,7 @@ class RateController:
             self._judge_trial(now, demands)
         else:
             self._maybe_try(now, demands, budget, room)
-        return dict(self.current)
+        return Decision(dict(self.current), tuple(self._made))
 
     def _fit_slots(self, now: float, demands: Sequence[SlotDemand]) -> None:
         """New slots start at what is known to fit (the best layer on a link never found
@@ -188,7 +205,7 @@ class RateController:
         if now - self._trial.started >= self.params.trial:
             slot = self._trial.slot
             self._ceiling = max(self._ceiling, total(self.current, demands))
-            self.changes.append(Change(now, slot, self.current[slot], "keep"))
+            self._record(Change(now, slot, self.current[slot], "keep"))
             self._trial = None
             self.failures = 0
             self._room_since = now
@@ -224,4 +241,10 @@ class RateController:
     def _set(self, now: float, slot: Hashable, layer: str, reason: str) -> None:
         if self.current.get(slot) != layer:
             self.current[slot] = layer
-            self.changes.append(Change(now, slot, layer, reason))
+            self._record(Change(now, slot, layer, reason))
+
+    def _record(self, change: Change) -> None:
+        """Report the change from this update and keep it on the timeline."""
+        self._made.append(change)
+        self.history.append(change)
+        self.changes_made += 1

@@ -20,9 +20,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-# Per draft-ietf-rmcat-gcc-02 §6: above 10 % loss the link is overused, below 2 % it is not.
+# Per draft-ietf-rmcat-gcc-02 §6: above 10 % loss the link is overused.
 LOSS_HIGH = 0.10
-LOSS_LOW = 0.02
 # Random loss up to this much (a lossy rural radio link) still allows trying an upgrade;
 # congestion then shows as REMB falling or loss rising past LOSS_HIGH.
 LOSS_PROBE = 0.05

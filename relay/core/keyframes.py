@@ -16,12 +16,11 @@ from relay.core.forwarder import Frame
 class KeyframeCoalescer:
     """Lets a keyframe request go upstream at most once per `min_interval` seconds."""
 
-    __slots__ = ("_last_keyframe", "_last_sent", "absorbed", "min_interval", "sent")
+    __slots__ = ("_last_sent", "absorbed", "min_interval", "sent")
 
     def __init__(self, min_interval: float) -> None:
         self.min_interval = min_interval
         self._last_sent = -math.inf
-        self._last_keyframe = -math.inf
         self.sent = 0
         self.absorbed = 0
 
@@ -33,14 +32,6 @@ class KeyframeCoalescer:
             return True
         self.absorbed += 1
         return False
-
-    def keyframe_seen(self, now: float) -> None:
-        """Record a keyframe from upstream; used to tell a fresh request from a lost one."""
-        self._last_keyframe = now
-
-    def answered(self) -> bool:
-        """True when a keyframe arrived after the last request went upstream."""
-        return self._last_keyframe >= self._last_sent
 
 
 class GopCache:

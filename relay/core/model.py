@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from relay.errors import BadRequest, Conflict, NotFound
+from relay.core.errors import BadRequest, Conflict, NotFound
 
 SOURCES = ("camera", "screen")
 KINDS = ("audio", "video")

@@ -3,7 +3,7 @@ from collections.abc import Hashable
 
 import pytest
 
-from relay.core.allocator import AbrParams, RateController, SlotDemand, allocate
+from relay.core.allocator import HISTORY, AbrParams, RateController, SlotDemand, allocate
 from relay.core.ladder import layers, parse_ladder
 
 LADDER = parse_ladder("640x360@500,320x180@150", still_fps=2.0)
@@ -50,7 +50,7 @@ def drive(
     ctl: RateController, ticks: list[Tick], demands: list[SlotDemand]
 ) -> list[dict[Hashable, str]]:
     return [
-        ctl.update(now, demands, estimate, 50e3, congested, room)
+        ctl.update(now, demands, estimate, 50e3, congested, room).layers
         for now, estimate, congested, room in ticks
     ]
 
@@ -59,7 +59,7 @@ def test_starts_at_what_fits_and_goes_down_at_once_on_congestion() -> None:
     ctl = RateController(AbrParams())
     out = drive(ctl, [(0.0, None, False, True), (1.0, 340e3, True, False)], [camera()])
     assert out == [{"cam": "source"}, {"cam": "180p"}]
-    assert [(c.layer, c.reason) for c in ctl.changes] == [("source", "start"), ("180p", "down")]
+    assert [(c.layer, c.reason) for c in ctl.history] == [("source", "start"), ("180p", "down")]
 
 
 def test_congestion_that_the_estimate_still_covers_changes_nothing() -> None:
@@ -75,7 +75,7 @@ def test_upgrade_is_tried_after_hold_and_kept_after_trial() -> None:
     out = drive(ctl, ticks, [camera()])
     # room from t=1, backoff after the downgrade until t=3: try at t=4, kept at t=7
     assert [o["cam"] for o in out] == ["180p", "180p", "180p", "360p", "360p", "360p", "360p"]
-    assert [(c.at, c.reason) for c in ctl.changes][-2:] == [(4.0, "try"), (7.0, "keep")]
+    assert [(c.at, c.reason) for c in ctl.history][-2:] == [(4.0, "try"), (7.0, "keep")]
     assert ctl.trying is None
 
 
@@ -89,7 +89,7 @@ def test_failed_tries_revert_at_once_and_back_off() -> None:
         now += 0.25
         layer = ctl.current["cam"]
         congested = layer == "360p" and ctl.trying is not None and now - tries[-1] >= 0.5
-        out = ctl.update(now, demands, 310e3, 50e3, congested, not congested)
+        out = ctl.update(now, demands, 310e3, 50e3, congested, not congested).layers
         if out["cam"] == "360p" and layer != "360p":
             tries.append(now)
     gaps = [b - a for a, b in itertools.pairwise(tries)]
@@ -128,7 +128,7 @@ def test_screen_share_is_upgraded_before_the_camera() -> None:
     while ctl.current["cam"] != "source" and now < 120:
         now += 0.5
         ctl.update(now, demands, None, 50e3, False, True)
-    steps = [(c.slot, c.layer) for c in ctl.changes if c.reason == "try"]
+    steps = [(c.slot, c.layer) for c in ctl.history if c.reason == "try"]
     assert steps == [
         ("scr", "360p"),
         ("scr", "source"),
@@ -141,8 +141,9 @@ def test_screen_share_is_upgraded_before_the_camera() -> None:
 def test_a_cap_applies_at_once_and_slots_that_leave_are_forgotten() -> None:
     ctl = RateController(AbrParams())
     drive(ctl, [(0.0, None, False, True)], [camera(), screen()])
-    assert ctl.update(1.0, [camera(cap="low")], None, 50e3, False, True) == {"cam": "180p"}
-    assert ctl.changes[-1].reason == "cap"
+    decision = ctl.update(1.0, [camera(cap="low")], None, 50e3, False, True)
+    assert decision.layers == {"cam": "180p"}
+    assert [(c.slot, c.layer, c.reason) for c in decision.changes] == [("cam", "180p", "cap")]
 
 
 def test_no_room_no_try() -> None:
@@ -164,3 +165,28 @@ def test_the_congestion_of_a_failed_try_does_not_push_below_the_layer_before_it(
     assert out == [{"cam": "180p"}, {"cam": "180p"}]
     # congestion that outlasts the try's aftermath is the link's own: go down
     assert drive(ctl, [(13.0, 150e3, True, False)], demands) == [{"cam": "paused"}]
+
+
+# one cycle of ticks (estimate, congested, room): congestion (down, or revert and down),
+# then room: try 180p, keep it, try 360p
+CYCLE: list[tuple[float | None, bool, bool]] = [
+    (100e3, True, False),
+    (None, False, True),
+    (None, False, True),
+    (None, False, True),
+]
+
+
+@pytest.mark.parametrize("cycles", [10, HISTORY, 1000])
+def test_update_reports_its_changes_even_after_the_history_is_full(cycles: int) -> None:
+    ctl = RateController(AbrParams(hold=0, trial=0, backoff=0, aftermath=0))
+    decisions = []
+    for i in range(len(CYCLE) * cycles):
+        estimate, congested, room = CYCLE[i % len(CYCLE)]
+        decisions.append(ctl.update(0.25 * i, [camera()], estimate, 50e3, congested, room))
+    assert all(d.changes for d in decisions)  # every tick of the cycle changes something
+    made = [c for d in decisions for c in d.changes]
+    # start, down, try, keep, try; then revert, down, try, keep, try per cycle
+    assert len(made) == ctl.changes_made == 5 * cycles
+    assert list(ctl.history) == made[-HISTORY:]
+    assert [c.reason for c in decisions[-1].changes] == ["try"]

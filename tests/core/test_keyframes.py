@@ -30,15 +30,6 @@ def test_hundred_joins_at_once_send_two_requests_per_second() -> None:
     assert coalescer.absorbed == 2998
 
 
-def test_answered_tracks_keyframes_after_the_last_request() -> None:
-    coalescer = KeyframeCoalescer(min_interval=0.5)
-    assert coalescer.answered()
-    coalescer.request(1.0)
-    assert not coalescer.answered()
-    coalescer.keyframe_seen(1.2)
-    assert coalescer.answered()
-
-
 def frame(ts: int, key: bool = False) -> Frame:
     return Frame("cam", b"k" if key else b"d", ts, key)
 

@@ -1,5 +1,6 @@
 import pytest
 
+from relay.core.errors import BadRequest, Conflict, NotFound
 from relay.core.model import (
     ClassroomJoined,
     Event,
@@ -12,7 +13,6 @@ from relay.core.model import (
     SourceEnded,
     SourceStarted,
 )
-from relay.errors import BadRequest, Conflict, NotFound
 
 AV = frozenset({"audio", "video"})
 V = frozenset({"video"})

@@ -9,8 +9,10 @@
     │   ├── Conflict               409 e.g. a second publisher for one source
     │   ├── PayloadTooLarge        413 body over the limit
     │   └── UnsupportedMediaType   415 wrong content type
-    ├── ProtocolError    a peer broke a protocol (SDP, RTP): 400
-    └── InternalError    our bug or a failed dependency: 500, logged
+    └── ProtocolError    a peer broke a protocol (SDP, RTP): 400
+
+Anything else a handler raises is our bug or a failed dependency: 500 with a generic message,
+logged.
 
 Handlers raise; `status_of` is the only place that turns an error into a status code.
 The packet path never raises: it drops and counts (monitoring.metrics.count_drop).
@@ -63,12 +65,6 @@ class ProtocolError(KetangError):
     """A peer sent something that breaks a protocol, such as unusable SDP."""
 
     status = 400
-
-
-class InternalError(KetangError):
-    """Something on our side failed; the caller sees a generic message."""
-
-    status = 500
 
 
 def status_of(error: BaseException) -> tuple[int, str]:
