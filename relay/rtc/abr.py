@@ -1,26 +1,26 @@
-"""One classroom's adaptive bitrate: its RTCP in, the layer of each video slot out.
+"""One classroom's adaptive bitrate, wired to its connection: RTCP in, down tracks pointed.
 
-The pure parts decide (relay.core.estimator, relay.core.allocator); this shell feeds them the
-classroom's REMB, receiver reports and NACKs (tapped from its senders), the relay's own send
-counters and the loop clock, and points each video down track at the chosen layer: the
-teacher's `Upstream` for "source", a `Rendition` of its ladder, or nothing while paused. The
-down track's forwarder then switches at the next keyframe of the new layer, which a rendition
-makes on request at once.
+The decisions are pure (relay.core.link, joining relay.core.estimator and
+relay.core.allocator). This shell taps the classroom's REMB, receiver reports and NACKs from
+its senders and feeds them to the core; every TICK it hands over the relay's own send
+counters, the feeds and the loop clock, and acts on the step that comes back. It points each
+video down track at the chosen layer: the teacher's `Upstream` for "source", a `Rendition` of
+its ladder, or nothing while paused. The down track's forwarder then switches at the next
+keyframe of the new layer, which a rendition makes on request at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Hashable
-from dataclasses import dataclass
 
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
+    RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
@@ -28,50 +28,32 @@ from aiortc.rtp import (
 )
 
 from monitoring import metrics
-from relay.core.allocator import AbrParams, Change, RateController, SlotDemand
+from relay.core.allocator import AbrParams, Change
 from relay.core.codecs import VIDEO_CLOCK_RATE
-from relay.core.estimator import BandwidthEstimator, Report, Sample
-from relay.core.ladder import SOURCE, layers
+from relay.core.estimator import BandwidthEstimator, Report
+from relay.core.fanout import FrameSource
+from relay.core.ladder import SOURCE
 from relay.core.ladder import Rendition as RenditionSpec
-from relay.core.model import SOURCES, SlotKey
+from relay.core.link import ClassroomLink, LinkView, Tick, VideoFeed
+from relay.core.model import SlotKey
 from relay.rtc import hooks
-from relay.rtc.downtrack import DownTrack, FrameSource
+from relay.rtc.downtrack import DownTrack
 from relay.rtc.sender import RTX_BURST, SendCounters
 from relay.rtc.upstream import Upstream
+
+__all__ = ["TICK", "ClassroomRate", "LinkView"]
 
 logger = logging.getLogger(__name__)
 
 # Seconds between two decisions: fast enough to act on the first overuse REMB within a frame
 # or so of it, cheap enough for hundreds of classrooms (a few dict operations each).
 TICK = 0.25
-# Until the teacher's rate is measured (its first second), assume a typical browser camera.
-ASSUMED_SOURCE_BITRATE = 1_500_000
-# Opus at the browser default (32 kbit/s) plus 50 packets a second of RTP/UDP/IP/SRTP headers.
-ASSUMED_AUDIO_BITRATE = 56_000
-AUDIO_OVERHEAD = 50 * 8 * 50  # 50 packets a second, 50 header bytes each
-# Seconds a layer switch may wait for its keyframe and still blind the loss measurement:
-# longer than a rendition's keyframe takes (at once) or a coalesced teacher keyframe.
-SWITCH_PATIENCE = 3.0
 # Seconds after a downswitch's keyframe before a second one: past the first one's packets.
 SECOND_KEYFRAME_DELAY = 0.2
-# NACKed sequence numbers remembered per stream to count repeats once: the sender's history.
-NACK_MEMORY = 128
-
-
-@dataclass(frozen=True, slots=True)
-class LinkView:
-    """One classroom's link right now, as the pages, the metrics and the quality history show
-    it."""
-
-    layers: dict[str, str]  # video slot ("video"; "camera"/"screen" with two) -> layer
-    estimate: float  # bits per second, 0 before any feedback
-    sent: float  # bits per second
-    loss: float  # 0..1
-    rtt: float  # seconds, 0 before the first receiver report
 
 
 class ClassroomRate:
-    """Estimator and rate controller of one classroom connection, wired to its senders."""
+    """The link core of one classroom connection, wired to its senders and down tracks."""
 
     def __init__(
         self,
@@ -84,49 +66,40 @@ class ClassroomRate:
     ) -> None:
         self.tracks = tracks
         self.counters = counters
-        self.renditions = renditions
-        self.cap = cap
-        self.estimator = BandwidthEstimator()
-        self.controller = RateController(params)
+        video = [slot for slot in tracks if slot.kind == "video"]
+        self.link = ClassroomLink(video, renditions, cap, params)
         self.feeds: dict[SlotKey, Upstream | None] = {}
-        self._chosen: dict[SlotKey, FrameSource | None] = {}
-        self._senders = {sender._ssrc: sender for sender in senders.values()}
-        self._nacked = 0
         self.jitter = 0.0  # seconds, the classroom's latest video interarrival jitter
-        self._switching_since: float | None = None
-        self._went_down: set[Hashable] = set()  # slots whose last change was downwards
-        self._nack_seen: dict[int, deque[int]] = {}
+        self._chosen: dict[SlotKey, FrameSource | None] = {}
+        self._went_down: frozenset[Hashable] = frozenset()  # from the latest step
+        self._senders = {hooks.sender_ssrcs(sender)[0]: sender for sender in senders.values()}
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
         for sender in senders.values():
             hooks.on_rtcp(sender, self._on_rtcp)
 
     @property
+    def estimator(self) -> BandwidthEstimator:
+        """The link's estimator, for traces of what it saw."""
+        return self.link.estimator
+
+    @property
     def changes(self) -> list[Change]:
-        """Every layer change so far, oldest first: the classroom's rendition timeline."""
-        return list(self.controller.changes)
+        """The classroom's rendition timeline, oldest first: its latest layer changes."""
+        return self.link.history
 
     @property
     def nacks(self) -> int:
         """Distinct packets the classroom asked to be resent so far."""
-        return self._nacked
+        return self.link.nacks.total
 
     def view(self, now: float) -> LinkView:
         """The link's layers and estimate now."""
-        slots = [s for s in self.tracks if s.kind == "video"]
-        layers = {
-            SOURCES[s.index] if len(slots) > 1 else "video": self.controller.current[s]
-            for s in slots
-            if s in self.controller.current
-        }
-        est = self.estimator
-        return LinkView(
-            layers, est.estimate(now) or 0.0, est.sent_rate(), est.loss(now), est.rtt or 0.0
-        )
+        return self.link.view(now)
 
     def layer(self, slot: SlotKey) -> str | None:
         """The layer a video slot carries now, or None without a feed."""
-        return self.controller.current.get(slot)
+        return self.link.layer(slot)
 
     def start(self) -> None:
         """Begin deciding every TICK seconds; the connection is being set up."""
@@ -134,6 +107,7 @@ class ClassroomRate:
             self._task = asyncio.ensure_future(self._run())
 
     def stop(self) -> None:
+        """Stop deciding; the connection is closing."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -155,84 +129,50 @@ class ClassroomRate:
                 logger.exception("rate decision failed")
 
     def decide(self, now: float) -> None:
-        """One step: counters into the estimator, estimate into the controller, layers out."""
-        estimator = self.estimator
-        counters = self.counters
-        estimator.on_sample(Sample(now, counters.octets, counters.packets, self._nacked))
-        if self._switch_pending(now):
-            # the old layer is still sent until the new one's keyframe: what it loses now
-            # says nothing about the layer being switched to
-            estimator.restart_loss(now)
-        demands = self._demands()
-        seen = len(self.controller.changes)
-        congested = estimator.congested(now, trying=self.controller.trying is not None)
-        counters.congested = congested
-        choice = self.controller.update(
-            now,
-            demands,
-            estimator.estimate(now),
-            self._audio_bitrate(),
-            congested,
-            estimator.room(now),
-        )
-        for change in list(self.controller.changes)[seen:]:
+        """One step of the core, then act on it: count and log each change it made, and
+        point the video down tracks at their layers."""
+        step = self.link.step(now, self._tick())
+        self.counters.congested = step.congested
+        self._went_down = step.went_down
+        for change in step.changes:
             metrics.count_switch(change.reason)
-            if change.reason in ("down", "revert"):
-                estimator.restart_loss(now)
-                self._went_down.add(change.slot)
-            elif change.reason in ("start", "try", "cap"):
-                self._went_down.discard(change.slot)
-            logger.info(
-                "classroom %s %s: %s (%s) at %.0f kbit/s, loss %.1f%%, queue %s ms",
-                getattr(change.slot, "session", "?"),
-                getattr(change.slot, "index", "?"),
-                change.layer,
-                change.reason,
-                (estimator.estimate(now) or 0) / 1000,
-                100 * estimator.loss(now),
-                round(1000 * (estimator.queue_delay() or 0)),
-            )
-        for slot, name in choice.items():
+            self._log(now, change)
+        for slot, name in step.layers.items():
             assert isinstance(slot, SlotKey)
             upstream = self.feeds.get(slot)
             if upstream is not None:
                 self._point(slot, _layer_source(upstream, name))
 
-    def _switch_pending(self, now: float) -> bool:
-        """True while a video slot waits (not too long) for the keyframe of a lower layer.
-        A try upwards is not waited for: the lower rate's loss before it takes effect only
-        understates the congestion the try may cause, which should show as early as it can."""
-        down = self._went_down
-        waiting = any(
-            track.forwarder.target is not None
-            for slot, track in self.tracks.items()
-            if slot.kind == "video" and slot in down
+    def _tick(self) -> Tick:
+        """The send counters, the feeds and the switches still waiting for a keyframe."""
+        video = tuple(
+            VideoFeed(slot, u.feed.source == "screen", u.bitrate, _has_renditions(u))
+            for slot, u in self.feeds.items()
+            if slot.kind == "video" and u is not None
         )
-        if not waiting:
-            self._switching_since = None
-            return False
-        if self._switching_since is None:
-            self._switching_since = now
-        return now - self._switching_since <= SWITCH_PATIENCE
+        audio = [u.bitrate for s, u in self.feeds.items() if s.kind == "audio" and u is not None]
+        pending = frozenset(
+            slot
+            for slot, track in self.tracks.items()
+            if slot.kind == "video" and track.forwarder.target is not None
+        )
+        counters = self.counters
+        return Tick(
+            counters.octets, counters.packets, video, sum(audio) if audio else None, pending
+        )
 
-    def _demands(self) -> list[SlotDemand]:
-        demands = []
-        for slot, upstream in self.feeds.items():
-            if slot.kind != "video" or upstream is None:
-                continue
-            renditions = self.renditions if upstream.ladder and upstream.ladder.renditions else ()
-            screen = upstream.feed.source == "screen"
-            bitrate = upstream.bitrate or ASSUMED_SOURCE_BITRATE
-            choices = layers(bitrate, renditions, screen, self.cap)
-            demands.append(SlotDemand(slot, screen, choices))
-        return demands
-
-    def _audio_bitrate(self) -> float:
-        audio = [u for s, u in self.feeds.items() if s.kind == "audio" and u is not None]
-        if not audio:
-            return 0.0
-        measured = sum(u.bitrate for u in audio)
-        return measured + AUDIO_OVERHEAD if measured else ASSUMED_AUDIO_BITRATE
+    def _log(self, now: float, change: Change) -> None:
+        est = self.link.estimator
+        logger.info(
+            "classroom %s %s: %s (%s) at %.0f kbit/s, loss %.1f%%, queue %s ms",
+            getattr(change.slot, "session", "?"),
+            getattr(change.slot, "index", "?"),
+            change.layer,
+            change.reason,
+            (est.estimate(now) or 0) / 1000,
+            100 * est.loss(now),
+            round(1000 * (est.queue_delay() or 0)),
+        )
 
     def _point(self, slot: SlotKey, source: FrameSource | None) -> None:
         """Retarget the slot's down track, if that changes anything."""
@@ -262,35 +202,35 @@ class ClassroomRate:
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)
             except ValueError:
                 return
-            self.estimator.on_remb(frozenset(ssrcs), bitrate, now)
+            self.link.on_remb(frozenset(ssrcs), bitrate, now)
         elif isinstance(packet, RtcpRrPacket | RtcpSrPacket):
             for report in packet.reports:
-                sender = self._senders.get(report.ssrc)
-                if sender is None:
-                    continue
-                fraction = report.fraction_lost / 256
-                if sender.kind == "video":  # RFC 3550 §6.4.1: in timestamp units
-                    self.jitter = report.jitter / VIDEO_CLOCK_RATE
-                block = Report(now, fraction, report.packets_lost, report.highest_sequence)
-                self.estimator.on_report(report.ssrc, block)
-                rtt = hooks.report_rtt(sender, report.lsr, report.dlsr)
-                if rtt is not None:
-                    self.estimator.on_rtt(rtt, now)
+                self._on_report(report, now)
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-            self._count_nacks(packet.media_ssrc, packet.lost)
+            self.link.on_nacks(packet.media_ssrc, packet.lost)
 
-    def _count_nacks(self, ssrc: int, lost: list[int]) -> None:
-        """Count each NACKed packet once: receivers repeat what is still missing."""
-        seen = self._nack_seen.setdefault(ssrc, deque(maxlen=NACK_MEMORY))
-        for sequence in lost:
-            if sequence not in seen:
-                seen.append(sequence)
-                self._nacked += 1
+    def _on_report(self, report: RtcpReceiverInfo, now: float) -> None:
+        """One report block: loss and jitter of one of our streams, and the RTT."""
+        sender = self._senders.get(report.ssrc)
+        if sender is None:
+            return
+        if sender.kind == "video":  # RFC 3550 §6.4.1: in timestamp units
+            self.jitter = report.jitter / VIDEO_CLOCK_RATE
+        fraction = report.fraction_lost / 256
+        block = Report(now, fraction, report.packets_lost, report.highest_sequence)
+        self.link.on_report(report.ssrc, block)
+        rtt = hooks.report_rtt(sender, report.lsr, report.dlsr)
+        if rtt is not None:
+            self.link.on_rtt(rtt, now)
 
 
-def _layer_source(upstream: Upstream, name: Hashable) -> FrameSource | None:
+def _has_renditions(upstream: Upstream) -> bool:
+    return bool(upstream.ladder and upstream.ladder.renditions)
+
+
+def _layer_source(upstream: Upstream, name: str) -> FrameSource | None:
     """The object that produces a layer: the teacher's track, a rendition, or none (paused)."""
     if name == SOURCE:
         return upstream
     ladder = upstream.ladder
-    return ladder.rendition(str(name)) if ladder is not None else None
+    return ladder.rendition(name) if ladder is not None else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from fractions import Fraction
-from typing import Protocol, cast
+from typing import cast
 
 import av
 from aiortc import MediaStreamTrack
@@ -18,23 +18,13 @@ from aiortc.mediastreams import MediaStreamError
 
 from monitoring import metrics
 from relay.core.codecs import AUDIO_CLOCK_RATE, VIDEO_CLOCK_RATE
+from relay.core.fanout import FrameSource
 from relay.core.forwarder import Forwarder, Frame, OutFrame, Verdict
-from relay.core.keyframes import GopCache
-
-
-class FrameSource(Protocol):
-    """What a down track listens to: a teacher track (`Upstream`) or one of its renditions."""
-
-    listeners: set[DownTrack]
-    gop: GopCache
-
-    def request_keyframe(self) -> None: ...
-
-    def __hash__(self) -> int: ...
 
 
 class DownTrack(MediaStreamTrack):
-    """Bounded, keyframe-gated queue from upstream frames to one classroom sender."""
+    """Bounded, keyframe-gated queue from upstream frames to one classroom sender: a
+    subscriber of the teacher's track or of one of its renditions (relay.core.fanout)."""
 
     def __init__(self, kind: str, limit: int) -> None:
         super().__init__()
@@ -53,7 +43,7 @@ class DownTrack(MediaStreamTrack):
         """Carry `source` from its next keyframe on; None stops this track's media."""
         self.forwarder.retarget(source)
         if source is not None:
-            source.listeners.add(self)
+            source.subscribe(self)
             self._listening.add(source)
             if self.forwarder.wants_keyframe and self._sending:
                 self._start_from(source)
@@ -92,7 +82,7 @@ class DownTrack(MediaStreamTrack):
         if origin is not None:
             cast("FrameSource", origin).request_keyframe()
 
-    def origin_closed(self, source: FrameSource) -> None:
+    def source_closed(self, source: FrameSource) -> None:
         """The source went away (teacher left, rendition closed); stop listening to it."""
         self._listening.discard(source)
         self.forwarder.forget(source)
@@ -136,6 +126,6 @@ class DownTrack(MediaStreamTrack):
     def _prune(self) -> None:
         """Stop listening to upstreams this track neither forwards nor switches to."""
         keep = {self.forwarder.current, self.forwarder.target}
-        for upstream in [u for u in self._listening if u not in keep]:
-            upstream.listeners.discard(self)
-            self._listening.discard(upstream)
+        for source in [s for s in self._listening if s not in keep]:
+            source.unsubscribe(self)
+            self._listening.discard(source)

@@ -38,11 +38,12 @@ import aioice
 import aioice.ice
 import aiortc
 from aiortc import clock
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import HeaderExtensions
+from aiortc.rtp import HeaderExtensions, RtpPacket
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ _SENDER_FIELDS = (
     "_RTCRtpSender__lsr",
     "_RTCRtpSender__lsr_time",
 )
+
+# aiortc 1.16.0 jitterbuffer.py: the ring our jitter buffer reads
+_JITTER_RING = ("_packets", "_origin", "_capacity", "_is_video")
 
 FrameSink = Callable[[Any, Any], None]
 """Receives (RTCRtpCodecParameters, JitterFrame) for every complete frame, on the event loop."""
@@ -98,6 +102,9 @@ def check_aiortc() -> None:
     _require(aioice.Connection.sendto, ("_nominated", "protocol", "remote_addr"), "ICE send")
     _require(RTCDtlsTransport._handle_rtcp_data, ("_handle_rtcp_packet",), "RTCP routing")
     _require(aioice.ice.StunProtocol.send_data, ("transport", "sendto"), "ICE send")
+    _require(RTCRtpSender.__init__, ("_ssrc", "_rtx_ssrc"), "RTCRtpSender SSRCs")
+    _require(JitterBuffer.__init__, _JITTER_RING, "JitterBuffer ring")
+    _require(RTCRtpReceiver._handle_rtp_packet, ("_data",), "depayloaded RTP payload")
 
 
 def _require(function: Callable[..., Any], names: tuple[str, ...], what: str) -> None:
@@ -140,9 +147,45 @@ def jitter_buffer_of(receiver: RTCRtpReceiver) -> Any:
     return getattr(receiver, _JITTER_BUFFER)
 
 
+class JitterRing(JitterBuffer):
+    """aiortc's JitterBuffer with its private ring readable by name, for a subclass that
+    releases frames by rules of its own (relay/rtc/jitter.py)."""
+
+    @property
+    def ring(self) -> list[RtpPacket | None]:
+        """Packets by sequence number modulo the capacity; None where one is missing."""
+        ring: list[RtpPacket | None] = self._packets
+        return ring
+
+    @property
+    def origin(self) -> int | None:
+        """Sequence number of the oldest packet not yet released."""
+        origin: int | None = self._origin
+        return origin
+
+    @property
+    def ring_size(self) -> int:
+        return int(self._capacity)
+
+    @property
+    def video(self) -> bool:
+        return bool(self._is_video)
+
+
+def rtp_payload(packet: RtpPacket) -> bytes:
+    """The packet's depacketized payload as the jitter buffer keeps it."""
+    payload: bytes = packet._data  # type: ignore[attr-defined]
+    return payload
+
+
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
     """Call `callback` when the remote end of `sender` sends PLI or FIR."""
     setattr(sender, "_send_keyframe", callback)
+
+
+def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
+    """The SSRCs a sender stamps on its media and on its retransmissions (RTX)."""
+    return int(sender._ssrc), int(sender._rtx_ssrc)
 
 
 def media_ssrc(receiver: RTCRtpReceiver) -> int | None:

@@ -17,14 +17,14 @@ again every RENACK_INTERVAL, and after STUCK_PLI it asks the teacher for a keyfr
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
 
 from relay.core.codecs import is_vp8_keyframe
+from relay.rtc.hooks import JitterRing, rtp_payload
 
 # Seconds between repeated NACKs for packets still missing; about one teacher RTT.
 RENACK_INTERVAL = 0.1
@@ -39,7 +39,7 @@ MAX_NACKED = 64
 MissingSink = Callable[[int, list[int]], None]  # (media ssrc, sequence numbers)
 
 
-class EagerJitterBuffer(JitterBuffer):
+class EagerJitterBuffer(JitterRing):
     """aiortc's jitter buffer, minus the wait for the next frame's first packet, plus
     repeated NACKs and a keyframe request while a lost packet blocks it."""
 
@@ -47,8 +47,8 @@ class EagerJitterBuffer(JitterBuffer):
         self,
         capacity: int,
         is_video: bool,
+        clock: Callable[[], float],
         on_missing: MissingSink | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(capacity=capacity, is_video=is_video)
         self._on_missing = on_missing
@@ -59,10 +59,10 @@ class EagerJitterBuffer(JitterBuffer):
         self._pli_at: float | None = None
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
-        if not self._is_video:
-            return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
+        if not self.video:
+            return False, JitterFrame(data=rtp_payload(packet), timestamp=packet.timestamp)
         pli_flag, frame = super().add(packet)
-        if frame is None and self._origin is not None:
+        if frame is None and self.origin is not None:
             frame = self._complete_frame()
             if frame is None and packet.marker:
                 frame = self._skip_to_keyframe()
@@ -99,22 +99,22 @@ class EagerJitterBuffer(JitterBuffer):
 
     def missing(self) -> list[int]:
         """Sequence numbers between the origin and the highest packet that are not in."""
-        if self._origin is None or self._highest is None:
+        if self.origin is None or self._highest is None:
             return []
-        span = uint16_add(self._highest, -self._origin)
+        span = uint16_add(self._highest, -self.origin)
         if span >= 0x8000:  # everything up to the highest was released
             return []
         holes = []
-        for count in range(min(span, self._capacity)):
-            if self._packets[(self._origin + count) % self._capacity] is None:
-                holes.append(uint16_add(self._origin, count))
+        for count in range(min(span, self.ring_size)):
+            if self.ring[(self.origin + count) % self.ring_size] is None:
+                holes.append(uint16_add(self.origin, count))
                 if len(holes) == MAX_NACKED:
                     break
         return holes
 
     def next_complete(self) -> JitterFrame | None:
         """The next frame if it is already complete (frames a late packet held up)."""
-        return self._complete_frame() if self._origin is not None else None
+        return self._complete_frame() if self.origin is not None else None
 
     def _skip_to_keyframe(self) -> JitterFrame | None:
         """A later keyframe is complete while an earlier frame still misses packets: nothing
@@ -123,23 +123,26 @@ class EagerJitterBuffer(JitterBuffer):
         A keyframe that itself misses packets is passed over for a later complete one: its
         packets may never come (a sender keeps only recent ones, and none from before a newer
         keyframe)."""
-        assert self._origin is not None
+        assert self.origin is not None
         previous = None
-        for count in range(1, self._capacity):
-            packet = self._packets[(self._origin + count) % self._capacity]
-            starts = packet is not None and (previous is None or packet.timestamp != previous)
-            if starts and is_vp8_keyframe(packet._data) and self._complete_at(count):  # type: ignore[union-attr]
+        for count in range(1, self.ring_size):
+            packet = self.ring[(self.origin + count) % self.ring_size]
+            if packet is None:
+                previous = None
+                continue
+            starts = previous is None or packet.timestamp != previous
+            if starts and is_vp8_keyframe(rtp_payload(packet)) and self._complete_at(count):
                 self.remove(count)
                 return self._complete_frame()
-            previous = packet.timestamp if packet is not None else None
+            previous = packet.timestamp
         return None
 
     def _complete_at(self, offset: int) -> bool:
         """True when the frame starting `offset` packets after the origin has all its packets."""
-        assert self._origin is not None
+        assert self.origin is not None
         timestamp = None
-        for count in range(offset, self._capacity):
-            packet = self._packets[(self._origin + count) % self._capacity]
+        for count in range(offset, self.ring_size):
+            packet = self.ring[(self.origin + count) % self.ring_size]
             if packet is None or (timestamp is not None and packet.timestamp != timestamp):
                 return False
             timestamp = packet.timestamp
@@ -149,15 +152,15 @@ class EagerJitterBuffer(JitterBuffer):
 
     def _complete_frame(self) -> JitterFrame | None:
         """The frame starting at the origin if all its packets are in; removes them."""
-        assert self._origin is not None
+        assert self.origin is not None
         pieces: list[bytes] = []
         timestamp: int | None = None
-        for count in range(self._capacity):
-            packet = self._packets[(self._origin + count) % self._capacity]
+        for count in range(self.ring_size):
+            packet = self.ring[(self.origin + count) % self.ring_size]
             if packet is None or (timestamp is not None and packet.timestamp != timestamp):
                 return None
             timestamp = packet.timestamp
-            pieces.append(packet._data)  # type: ignore[attr-defined]
+            pieces.append(rtp_payload(packet))
             if packet.marker:
                 self.remove(count + 1)
                 return JitterFrame(data=b"".join(pieces), timestamp=timestamp)

@@ -1,12 +1,15 @@
 """Server-made renditions of one teacher video source: decoded once, encoded once per rung.
 
-A `Ladder` belongs to one video `Upstream`. While no classroom listens to any of its
+A `Ladder` subscribes to one teacher video source. While no classroom listens to any of its
 renditions it costs nothing: teacher frames are not even decoded. Once one does, a worker
 thread decodes every teacher frame and encodes it for each rendition someone listens to (or
 listened to within `LINGER` seconds, so a classroom flapping between two rungs does not restart
 encoders). The cost therefore grows with the number of renditions in use, never with the
-number of classrooms: each `Rendition` fans its frames out to its listeners exactly as an
-`Upstream` does.
+number of classrooms: each `Rendition` is a `FrameSource` that fans its frames out exactly as
+the teacher's track does.
+
+What the worker does with each frame is decided by the pure `relay.core.renditions`; this
+module carries it out: the worker thread, the libvpx codecs, the logs and metrics.
 
 libvpx releases the GIL while it works (PyAV calls it without the GIL), so the event loop keeps
 forwarding while the worker encodes.
@@ -19,7 +22,6 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
 import av
 from av.video.codeccontext import VideoCodecContext
@@ -27,46 +29,32 @@ from av.video.frame import PictureType
 
 from monitoring import metrics
 from relay.core.codecs import VIDEO_CLOCK_RATE, VP8_CHUNK_SIZE, split
+from relay.core.fanout import FrameSource
 from relay.core.forwarder import Frame
-from relay.core.keyframes import GopCache
 from relay.core.ladder import Rendition as RenditionSpec
-
-if TYPE_CHECKING:
-    from relay.rtc.downtrack import DownTrack
-    from relay.rtc.upstream import Upstream
+from relay.core.renditions import LINGER, Drop, Idle, Job, LadderPolicy, Resync, Submit
 
 logger = logging.getLogger(__name__)
 
 _TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
-# Seconds a rendition keeps encoding after its last listener left: a classroom trying the next
-# rung and reverting within seconds would otherwise restart the encoder (and a keyframe) twice.
-LINGER = 10.0
 # A rendition makes a keyframe at least this often, besides on request: a classroom that lost
 # a packet for good on a weak link recovers within it even if its player never asks (aiortc's
 # does not), and two seconds of 180p cost a keyframe of a few kilobytes.
 KEYFRAME_SECONDS = 2.0
 ASSUMED_FPS = 30  # the teacher's frame rate, for the keyframe interval in frames
-# Teacher frames waiting for the worker before new ones skip encoding (still decoded, so the
-# decoder never loses its references): about 130 ms at 30 fps.
-MAX_BACKLOG = 4
-# Beyond this many waiting frames the worker is hopelessly behind: drop, resync at a keyframe.
-MAX_QUEUE = 30
 
 
-class Rendition:
+class Rendition(FrameSource):
     """One rung of a ladder as classrooms see it: a source of encoded frames."""
 
-    def __init__(self, ladder: Ladder, spec: RenditionSpec) -> None:
-        self.ladder = ladder
+    def __init__(self, spec: RenditionSpec, policy: LadderPolicy) -> None:
+        # no GOP replay: a classroom switching here gets a fresh keyframe on request at once,
+        # instead of a burst of cached frames into a link that is already short (0, not None:
+        # the newest frame is still offered to a joiner when it is itself a keyframe)
+        super().__init__(0)
         self.spec = spec
         self.name = spec.name
-        self.listeners: set[DownTrack] = set()
-        # no GOP replay: a classroom switching here gets a fresh keyframe on request at once,
-        # instead of a burst of cached frames into a link that is already short
-        self.gop = GopCache(0)
-        self.last_listened = -1e9
-        self.frames = 0
-        self.keyframe_wanted = True  # a new encoder starts with one anyway
+        self._policy = policy
 
     @property
     def bitrate(self) -> int:
@@ -75,20 +63,7 @@ class Rendition:
 
     def request_keyframe(self) -> None:
         """Ask the encoder for a keyframe: cheap, local, never reaches the teacher."""
-        self.keyframe_wanted = True
-
-    def emit(self, data: bytes, timestamp: int, keyframe: bool, now: float) -> None:
-        """Fan one encoded frame out to the listening down tracks (on the event loop)."""
-        frame = Frame(self, data, timestamp, keyframe, split(data, VP8_CHUNK_SIZE))
-        self.frames += 1
-        self.gop.add(frame)
-        for listener in tuple(self.listeners):
-            listener.push(frame, now)
-
-    def close(self) -> None:
-        for listener in tuple(self.listeners):
-            listener.origin_closed(self)
-        self.listeners.clear()
+        self._policy.request_keyframe(self.name)
 
 
 class _Work:
@@ -192,73 +167,49 @@ def _process(
 
 
 class Ladder:
-    """The renditions of one teacher video source and the worker that makes them."""
+    """The renditions of one teacher video source and the worker that makes them.
 
-    def __init__(self, upstream: Upstream, specs: tuple[RenditionSpec, ...]) -> None:
-        self.upstream = upstream
-        self.renditions = {s.name: Rendition(self, s) for s in specs}
+    A subscriber of that source like any classroom: it takes every teacher frame in `push`,
+    asks the pure `LadderPolicy` what to do with it and carries that out.
+    """
+
+    def __init__(self, source: FrameSource, specs: tuple[RenditionSpec, ...]) -> None:
+        self._source = source
+        # LINGER is read when the ladder is made, so a test can shorten it for its ladders
+        self._policy = LadderPolicy(tuple(s.name for s in specs), LINGER)
+        self.renditions = {s.name: Rendition(s, self._policy) for s in specs}
         self._loop = asyncio.get_running_loop()
         self._executor: ThreadPoolExecutor | None = None
         self._work = _Work()
-        self._queued = 0
-        self._synced = False  # the decoder has seen a keyframe and every frame since
-        self._closed = False
+        if specs:  # without renditions there is nothing to decode for: not even a subscriber
+            source.subscribe(self)
 
     def rendition(self, name: str) -> Rendition | None:
+        """The rendition a classroom's layer names, or None when this ladder has no such rung."""
         return self.renditions.get(name)
 
-    def active(self, now: float) -> list[Rendition]:
-        """Renditions someone listens to now or did within LINGER seconds."""
-        live = []
-        for rendition in self.renditions.values():
-            if rendition.listeners:
-                rendition.last_listened = now
-            if now - rendition.last_listened <= LINGER:
-                live.append(rendition)
-        return live
-
-    def feed(self, frame: Frame, now: float) -> None:
-        """A teacher frame arrived (event loop): hand it to the worker if renditions run."""
-        active = self.active(now)
-        if not active or self._closed:
-            self._synced = False  # frames skipped: the decoder must restart at a keyframe
-            if self._executor is not None and not active:
+    def push(self, frame: Frame, now: float) -> None:
+        """A teacher frame arrived (event loop): carry out what the policy plans for it."""
+        listened = [name for name, rendition in self.renditions.items() if len(rendition)]
+        match self._policy.plan(frame, listened, self._source.gop, now):
+            case Submit(job):
+                self._submit(job)
+            case Resync(jobs=()):
+                self._source.request_keyframe()
+            case Resync(jobs):
+                for job in jobs:
+                    self._submit(job)
+            case Drop():
+                metrics.count_drop("rendition_backlog")
+            case Idle(stop_worker=True):
                 self._stop_worker()
-            return
-        if not self._synced:
-            if not frame.keyframe:
-                self._resync()
-                return
-            self._synced = True
-        if self._queued >= MAX_QUEUE:
-            metrics.count_drop("rendition_backlog")
-            self._synced = False
-            return
-        self._submit(frame, active)
 
-    def _resync(self) -> None:
-        """Start the decoder from the upstream's cached GOP, or ask the teacher for a keyframe."""
-        cached = self.upstream.gop.replay()
-        if not cached:
-            self.upstream.request_keyframe()
-            return
-        self._synced = True
-        *earlier, last = cached
-        active = self.active(self._loop.time())
-        for frame in earlier:
-            self._submit(frame, [])  # decode only, to rebuild the reference frames
-        self._submit(last, active)
-
-    def _submit(self, frame: Frame, active: list[Rendition]) -> None:
+    def _submit(self, job: Job) -> None:
+        """Queue one frame at the worker thread, starting the thread if none runs."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="ladder")
-        encode = active if self._queued < MAX_BACKLOG else []
-        wanted = {r.name for r in encode if r.keyframe_wanted}
-        for rendition in encode:
-            rendition.keyframe_wanted = False
-        specs = [r.spec for r in encode]
-        keep = {r.name for r in active}
-        self._queued += 1
+        specs = [self.renditions[name].spec for name in job.encode]
+        frame = job.frame
         future = self._loop.run_in_executor(
             self._executor,
             _process,
@@ -266,27 +217,30 @@ class Ladder:
             frame.data,
             frame.timestamp,
             specs,
-            wanted,
-            keep,
+            set(job.keyframes),
+            set(job.keep),
         )
         future.add_done_callback(self._delivered)
 
     def _delivered(self, future: asyncio.Future[Encoded]) -> None:
         """Back on the event loop: fan the encoded frames out."""
-        self._queued -= 1
-        if future.cancelled():
-            return
-        error = future.exception()
+        error = None if future.cancelled() else future.exception()
+        fan_out = self._policy.delivered(error is None)
         if error is not None:
-            logger.warning("rendition worker of %s failed: %s", self.upstream.feed, error)
+            logger.warning("rendition worker of %s failed: %s", self._source, error)
             metrics.count_drop("rendition_error")
-            self._synced = False
-            return
+        elif fan_out and not future.cancelled():
+            self._emit(future.result())
+
+    def _emit(self, encoded: Encoded) -> None:
+        """Fan each rendition's frames out; a failing subscriber costs only itself a frame."""
         now = self._loop.time()
-        for name, data, timestamp, keyframe in future.result():
+        for name, data, timestamp, keyframe in encoded:
             rendition = self.renditions[name]
-            if not self._closed:
-                rendition.emit(data, timestamp, keyframe, now)
+            frame = Frame(rendition, data, timestamp, keyframe, split(data, VP8_CHUNK_SIZE))
+            if rendition.emit(frame, now):
+                logger.debug("a subscriber of rendition %s failed", name)
+                metrics.count_drop("subscriber_error")
 
     def _stop_worker(self) -> None:
         executor, self._executor = self._executor, None
@@ -296,9 +250,14 @@ class Ladder:
             executor.shutdown(wait=False)
             self._work = _Work()
 
+    def source_closed(self, source: FrameSource) -> None:
+        """The teacher's track ended (the Subscriber side of `close`)."""
+        self.close()
+
     def close(self) -> None:
         """The teacher's track ended: detach listeners and let the worker finish."""
-        self._closed = True
+        self._policy.close()
+        self._source.unsubscribe(self)
         for rendition in self.renditions.values():
             rendition.close()
         self._stop_worker()

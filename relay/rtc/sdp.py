@@ -11,8 +11,8 @@ from aiortc import RTCRtpReceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import MediaDescription, SessionDescription
 
+from relay.core.errors import BadRequest, ProtocolError
 from relay.core.model import MAX_VIDEO_SLOTS
-from relay.errors import BadRequest, ProtocolError
 
 # The codecs we forward: VP8 video (RFC 7741) with RTX for NACK recovery, Opus audio (RFC 7587).
 FORWARDED = {"video": ("video/vp8",), "audio": ("audio/opus",)}

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import random
 import struct
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +24,12 @@ from monitoring import metrics
 from relay.core.codecs import vp8_descriptor
 from relay.core.forwarder import OutFrame
 from relay.rtc.downtrack import DownTrack
-from relay.rtc.hooks import SenderInternals, direct_rtp_sender, install_packet_loop
+from relay.rtc.hooks import (
+    SenderInternals,
+    direct_rtp_sender,
+    install_packet_loop,
+    sender_ssrcs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +113,12 @@ class PacketLoop:
         track: DownTrack,
         sender: RTCRtpSender,
         counters: SendCounters,
+        clock: Callable[[], float],
         on_first_frame: Callable[[], None] | None = None,
     ) -> None:
         self._track = track
+        self._clock = clock
+        self._ssrc, self._rtx_ssrc = sender_ssrcs(sender)
         self._video = track.kind == "video"
         self._on_first_frame = on_first_frame
         self._sender = sender
@@ -154,7 +161,7 @@ class PacketLoop:
         first_byte = 0x90 if extensions else 0x80
         chunks = frame.chunks or (frame.data,)
         last = len(chunks) - 1
-        ssrc = self._sender._ssrc
+        ssrc = self._ssrc
         send = direct_rtp_sender(self._sender.transport)
         if send is None:
             raise ConnectionError("classroom transport not connected")
@@ -191,7 +198,7 @@ class PacketLoop:
         floor = self._resend_floor
         if floor is not None and (sequence_number - floor) & 0xFFFF >= 0x8000:
             return  # before the last keyframe: the classroom's decoder no longer needs it
-        now = time.monotonic()
+        now = self._clock()
         limit = 1 if self._counters.congested else MAX_RESENDS
         if now - sent.resent_at < RESEND_INTERVAL or sent.resends >= limit:
             return  # receivers repeat every NACK still open; one copy per interval is enough
@@ -203,13 +210,13 @@ class PacketLoop:
         sent.resent_at, sent.resends = now, sent.resends + 1
         first_byte = 0x90 if sent.extensions else 0x80
         if self._rtx_payload_type is None:
-            payload_type, sequence, ssrc = self._payload_type, sequence_number, self._sender._ssrc
+            payload_type, sequence, ssrc = self._payload_type, sequence_number, self._ssrc
             payload = sent.payload
         else:
             payload_type, sequence, ssrc = (
                 self._rtx_payload_type,
                 self._rtx_sequence,
-                self._sender._rtx_ssrc,
+                self._rtx_ssrc,
             )
             self._rtx_sequence = (self._rtx_sequence + 1) & 0xFFFF
             payload = struct.pack("!H", sequence_number) + sent.payload

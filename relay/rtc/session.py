@@ -21,9 +21,9 @@ from aiortc import (
 from monitoring import metrics
 from relay.config import MediaConfig
 from relay.core.allocator import AbrParams
+from relay.core.errors import BadRequest
 from relay.core.ladder import Rendition
 from relay.core.model import FeedKey, SlotKey
-from relay.errors import BadRequest
 from relay.rtc import hooks
 from relay.rtc.abr import ClassroomRate
 from relay.rtc.downtrack import DownTrack
@@ -54,6 +54,7 @@ class Session:
         self.id = session_id
         self.name = name
         self.pc = RTCPeerConnection(PC_CONFIG)
+        self._clock = asyncio.get_running_loop().time
         self._on_dead = on_dead
         self._closing = False
         self.pc.on("connectionstatechange", self._state_changed)
@@ -89,7 +90,7 @@ class PublishSession(Session):
         super().__init__(room, session_id, name, on_dead)
         self.source = source
         self.upstreams: dict[FeedKey, Upstream] = {}
-        self.started_at = asyncio.get_running_loop().time()
+        self.started_at = self._clock()
 
     async def start(
         self,
@@ -131,11 +132,8 @@ class PlaySession(Session):
         self.tracks: dict[SlotKey, DownTrack] = {}
         self.counters = SendCounters()
         self.rate: ClassroomRate | None = None
-        self.created = asyncio.get_running_loop().time()
+        self.created = self._clock()
         self.join_seconds: float | None = None
-        # the classroom page's own quality of experience (getStats), and when it came
-        self.qoe: dict[str, float] = {}
-        self.qoe_at: float | None = None
 
     async def start(
         self,
@@ -154,7 +152,7 @@ class PlaySession(Session):
             transceiver.setCodecPreferences(codec_preferences(slot.kind))
             hooks.on_keyframe_request(transceiver.sender, track.picture_lost)
             first = self._joined if slot.kind == "video" else None
-            PacketLoop(track, transceiver.sender, self.counters, first)
+            PacketLoop(track, transceiver.sender, self.counters, self._clock, first)
             self.tracks[slot] = track
             senders[slot] = transceiver.sender
         self.rate = ClassroomRate(self.tracks, senders, self.counters, renditions, cap, AbrParams())
@@ -165,7 +163,7 @@ class PlaySession(Session):
     def _joined(self) -> None:
         """The first video frame went out: the classroom has joined, as people perceive it."""
         if self.join_seconds is None:
-            self.join_seconds = asyncio.get_running_loop().time() - self.created
+            self.join_seconds = self._clock() - self.created
             metrics.observe_join(self.join_seconds)
 
     def assign(self, slot: SlotKey, upstream: Upstream | None) -> None:

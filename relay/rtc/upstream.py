@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
@@ -22,22 +21,21 @@ from relay.core.codecs import (
     split,
 )
 from relay.core.estimator import RateMeter
+from relay.core.fanout import FrameSource
 from relay.core.forwarder import Frame
-from relay.core.keyframes import GopCache, KeyframeCoalescer
+from relay.core.keyframes import KeyframeCoalescer
 from relay.core.ladder import Rendition as RenditionSpec
 from relay.core.model import FeedKey
 from relay.rtc import hooks
 from relay.rtc.jitter import EagerJitterBuffer
 from relay.rtc.ladder import Ladder
 
-if TYPE_CHECKING:
-    from relay.rtc.downtrack import DownTrack
-
 logger = logging.getLogger(__name__)
 
 
-class Upstream:
-    """Fans one teacher track's encoded frames out to the down tracks listening to it."""
+class Upstream(FrameSource):
+    """One teacher track's encoded frames, fanned out to its subscribers: classrooms' down
+    tracks, the recorder's track writer and the rendition ladder."""
 
     def __init__(
         self,
@@ -47,15 +45,11 @@ class Upstream:
         media: MediaConfig,
         renditions: tuple[RenditionSpec, ...] = (),
     ) -> None:
+        super().__init__(media.gop_cache_frames if feed.kind == "video" else None)
         self.room = room
         self.feed = feed
         self.video = feed.kind == "video"
-        self.listeners: set[DownTrack] = set()
-        # other consumers of every frame (the recorder); called on the loop, must not raise
-        self.taps: list[Callable[[Frame, float], None]] = []
         self.coalescer = KeyframeCoalescer(media.keyframe_min_interval)
-        self.gop = GopCache(media.gop_cache_frames)
-        self.frames = 0
         self.last_frame_at: float | None = None
         self.meter = RateMeter()
         self._receiver = receiver
@@ -65,9 +59,15 @@ class Upstream:
         hooks.tap_frames(receiver, self._on_frame)
         original = hooks.jitter_buffer_of(receiver)
         self._buffer = EagerJitterBuffer(
-            capacity=original.capacity, is_video=self.video, on_missing=self._nack
+            capacity=original.capacity,
+            is_video=self.video,
+            on_missing=self._nack,
+            clock=self._loop.time,
         )
         hooks.release_frames_early(receiver, self._buffer)
+
+    def __repr__(self) -> str:
+        return f"<Upstream {self.room} {self.feed.source} {self.feed.kind}>"
 
     def _on_frame(self, codec: Any, jitter_frame: Any) -> None:
         """Called by the tap on the event loop for every complete frame; never raises.
@@ -84,24 +84,15 @@ class Upstream:
             metrics.count_drop("fanout_error")
 
     def _fan_out(self, data: bytes, timestamp: int) -> None:
-        """Hand one frame to every listening down track."""
+        """Hand one frame to every subscriber."""
         now = self._loop.time()
         keyframe = is_vp8_keyframe(data) if self.video else True
-        if self.video and keyframe:
-            self.coalescer.keyframe_seen(now)
-        self.frames += 1
         self.last_frame_at = now
         chunks = split(data, VP8_CHUNK_SIZE) if self.video else (data,)
-        frame = Frame(self, data, timestamp, keyframe, chunks)
         self.meter.add(len(data), now)
-        if self.video:
-            self.gop.add(frame)
-        for listener in tuple(self.listeners):
-            listener.push(frame, now)
-        for tap in self.taps:
-            tap(frame, now)
-        if self.ladder is not None and self.ladder.renditions:
-            self.ladder.feed(frame, now)
+        if self.emit(Frame(self, data, timestamp, keyframe, chunks), now):
+            logger.debug("a subscriber of %s in room %s failed", self.feed, self.room)
+            metrics.count_drop("subscriber_error")
         metrics.count_ingest(self.feed.kind, len(data))
 
     def _nack(self, ssrc: int, lost: list[int]) -> None:
@@ -127,9 +118,6 @@ class Upstream:
         return int(self.meter.rate)
 
     def close(self) -> None:
-        """Detach every listener; the receiver itself is stopped with its peer connection."""
-        if self.ladder is not None:
-            self.ladder.close()
-        for listener in tuple(self.listeners):
-            listener.origin_closed(self)
-        self.listeners.clear()
+        """Tell every subscriber (the ladder among them) the track ended; the receiver itself
+        is stopped with its peer connection."""
+        super().close()

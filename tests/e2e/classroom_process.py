@@ -49,7 +49,8 @@ async def main(url: str, token: str) -> None:
     video = pc.addTransceiver("video", direction="recvonly")
     original = hooks.jitter_buffer_of(video.receiver)
     hooks.release_frames_early(
-        video.receiver, EagerJitterBuffer(capacity=original.capacity, is_video=True)
+        video.receiver,
+        EagerJitterBuffer(capacity=original.capacity, is_video=True, clock=time.monotonic),
     )
     tasks: list[asyncio.Task[None]] = []
     pc.on("track", lambda track: tasks.append(asyncio.ensure_future(drain(track))))

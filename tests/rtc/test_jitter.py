@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from aiortc.rtp import RtpPacket
 
@@ -38,11 +40,14 @@ def released(buffer: EagerJitterBuffer, packets: list[RtpPacket]) -> list[bytes 
 def test_video_frame_is_released_with_its_marker_packet(
     packets: list[RtpPacket], expected: list[bytes | None]
 ) -> None:
-    assert released(EagerJitterBuffer(capacity=512, is_video=True), packets) == expected
+    assert (
+        released(EagerJitterBuffer(capacity=512, is_video=True, clock=time.monotonic), packets)
+        == expected
+    )
 
 
 def test_incomplete_frame_waits_for_the_lost_packet() -> None:
-    buffer = EagerJitterBuffer(capacity=512, is_video=True)
+    buffer = EagerJitterBuffer(capacity=512, is_video=True, clock=time.monotonic)
     assert released(buffer, [packet(10, 0), packet(12, 0, True), packet(13, 3000, True)]) == [
         None,
         None,
@@ -52,7 +57,7 @@ def test_incomplete_frame_waits_for_the_lost_packet() -> None:
 
 
 def test_audio_packets_pass_straight_through_even_out_of_order() -> None:
-    buffer = EagerJitterBuffer(capacity=16, is_video=False)
+    buffer = EagerJitterBuffer(capacity=16, is_video=False, clock=time.monotonic)
     assert released(buffer, [packet(5, 960), packet(4, 0), packet(6, 1920)]) == [
         b"5.",
         b"4.",
@@ -90,7 +95,7 @@ KEY = b"\x10\x02\x00\x9d\x01\x2a\x40\x01\xf0\x00"  # a VP8 key frame header (RFC
 def test_a_lost_packet_stalls_only_until_the_next_complete_keyframe(
     packets: list[RtpPacket], expected: list[bytes | None]
 ) -> None:
-    buffer = EagerJitterBuffer(capacity=128, is_video=True)
+    buffer = EagerJitterBuffer(capacity=128, is_video=True, clock=time.monotonic)
     assert released(buffer, packets) == expected
 
 
@@ -132,7 +137,7 @@ def test_a_blocked_buffer_nacks_again_then_asks_for_a_keyframe() -> None:
 
 
 def test_frames_held_up_by_a_late_packet_all_come_out_when_it_arrives() -> None:
-    buffer = EagerJitterBuffer(capacity=128, is_video=True)
+    buffer = EagerJitterBuffer(capacity=128, is_video=True, clock=time.monotonic)
     held = [packet(10, 0), packet(12, 0, True), packet(13, 3000, True), packet(14, 6000, True)]
     assert released(buffer, held) == [None, None, None, None]
     assert buffer.missing() == [11]
