@@ -18,7 +18,7 @@ from typing import Any
 
 from recorder.library import Catalog, LocalStore, check_id
 from recorder.remux import publish
-from relay.errors import BadRequest, NotFound
+from relay.core.errors import BadRequest
 
 Run = Callable[[argparse.Namespace, Path], int]
 
@@ -128,8 +128,13 @@ def run_export(args: argparse.Namespace, data_dir: Path) -> int:
     return 0
 
 
-def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
-    """Register `ketang library` and its subcommands."""
+def add_parser(commands: Any, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Register `ketang library` and its subcommands; returns the `library` parser.
+
+    Each action sets `action_run`, a `Run`. Resolving the data directory (the config file, the
+    environment, `--data-dir`) is the caller's, so the caller sets `run` on the returned parser
+    to a function that resolves it and calls `args.action_run(args, data_dir)`. Actions raise
+    BadRequest and NotFound for the caller to report as usage errors (exit status 2)."""
     library = commands.add_parser("library", parents=[common], help="course library administration")
     library.add_argument(
         "--data-dir", type=Path, metavar="DIR", help="data directory (default ./data)"
@@ -152,16 +157,5 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     exporting.add_argument("id", metavar="LESSON")
     exporting.add_argument("destination", type=Path, metavar="DIR")
     exporting.set_defaults(action_run=run_export)
-    library.set_defaults(run=_run)
-
-
-def _run(args: argparse.Namespace, env: Any) -> int:
-    from relay.cli import _load  # the same config resolution as every subcommand
-
-    config = _load(args, ("data_dir",), env)
-    try:
-        result: int = args.action_run(args, config.storage.data_dir)
-    except NotFound as error:
-        print(f"ketang: error: {error}", file=sys.stderr)
-        return 2
-    return result
+    parser: argparse.ArgumentParser = library
+    return parser

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from relay.errors import BadRequest, NotFound
+from relay.core.errors import BadRequest, NotFound
 
 LESSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # a room name may hold dots
 FILE_NAME = re.compile(r"^[a-z]+\.(webm|jpg)$")

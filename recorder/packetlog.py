@@ -68,6 +68,12 @@ class PacketLogWriter:
             self._file.flush()
             self._flushed_at = record.arrival
 
+    def flush(self) -> None:
+        """Hand what is buffered to the OS: the writer thread does it every FLUSH_SECONDS, so a
+        track that went quiet (its teacher gone) is on disk too."""
+        if not self._file.closed:
+            self._file.flush()
+
     def close(self) -> None:
         if not self._file.closed:
             self._file.flush()

@@ -29,6 +29,10 @@ POSTER_AT = 0.1  # share of the lesson where the poster frame is taken
 Progress = Callable[[float], None]
 
 
+class EmptyRecording(ValueError):
+    """A recording with no frame to publish: nothing was lost, there is nothing to keep."""
+
+
 @dataclass(frozen=True, slots=True)
 class Timed:
     """A frame placed on the lesson's timeline, in seconds."""
@@ -140,7 +144,7 @@ def publish(recording: Path, destination: Path, progress: Progress | None = None
         report((index + 1) / (len(SOURCES) + 1))
     if not files:
         shutil.rmtree(work)
-        raise ValueError(f"recording {recording.name} holds no media")
+        raise EmptyRecording(f"recording {recording.name} holds no media")
     main = files.get("camera") or files["screen"]
     duration = max(f["offset"] + f["duration"] for f in files.values())
     has_poster = poster(work / main["file"], work / "poster.jpg", duration * POSTER_AT)

@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
+from recorder.command import add_parser
 from recorder.library import Catalog, LocalStore
-from relay.cli import main
+from relay.core.errors import UserError
 from tests.recorder.lessons import add_lesson, record
 
 
-def library(data: Path, *args: str) -> int:
-    return main(["library", "--data-dir", str(data), *args])
+def library(data: Path, *argv: str) -> int:
+    """What `ketang library` does, with the CLI's part (setting `run`, resolving the data
+    directory, reporting BadRequest and NotFound) played by this test."""
+    parser = argparse.ArgumentParser(prog="ketang")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_parser(commands, argparse.ArgumentParser(add_help=False)).set_defaults(
+        run=lambda args: args.action_run(args, args.data_dir)
+    )
+    args = parser.parse_args(["library", "--data-dir", str(data), *argv])
+    try:
+        result: int = args.run(args)
+    except UserError as error:
+        print(f"ketang: error: {error}", file=sys.stderr)
+        return 2
+    return result
+
+
+def test_add_parser_leaves_run_to_its_caller() -> None:
+    parser = argparse.ArgumentParser()
+    library_parser = add_parser(parser.add_subparsers(), argparse.ArgumentParser(add_help=False))
+    assert library_parser.get_default("run") is None
+    args = parser.parse_args(["library", "rebuild"])
+    assert args.data_dir is None and callable(args.action_run)
 
 
 def test_recover_publishes_what_a_crash_left_and_list_shows_it(

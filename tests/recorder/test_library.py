@@ -9,7 +9,7 @@ import pytest
 
 from recorder.library import Catalog, LocalStore
 from recorder.recorder import new_lesson_id
-from relay.errors import BadRequest, NotFound
+from relay.core.errors import BadRequest, NotFound
 from tests.recorder.lessons import add_lesson
 
 
