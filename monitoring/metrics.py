@@ -9,7 +9,6 @@ process), which is why the counters live at module level.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,6 +20,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from relay.core.snapshot import RoomSnapshot
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes
@@ -157,43 +158,6 @@ def set_loop_lag(seconds: float) -> None:
     _LOOP_LAG.set(seconds)
 
 
-@dataclass(frozen=True, slots=True)
-class ClassroomSample:
-    """One connected classroom as the relay and its own page see it."""
-
-    classroom: str
-    layers: dict[str, str]  # video slot ("camera", "screen") -> layer name
-    estimate: float  # bits per second the link carries, as estimated
-    sent: float  # bits per second sent
-    rtt: float  # seconds
-    loss: float  # 0..1
-    jitter: float  # seconds, from its receiver reports
-    nacks: int
-    plis: int
-    qoe: dict[str, float] = field(default_factory=dict)  # from the classroom page (getStats)
-
-
-@dataclass(frozen=True, slots=True)
-class SourceSample:
-    """One source the teacher publishes."""
-
-    source: str
-    bitrate: float  # bits per second received from the teacher
-
-
-@dataclass(frozen=True, slots=True)
-class RoomSample:
-    """What the scrape needs to know about one live room."""
-
-    room: str
-    live: bool
-    publishers: int
-    classrooms: int
-    classroom_samples: tuple[ClassroomSample, ...] = ()
-    sources: tuple[SourceSample, ...] = ()
-    uplink: dict[str, float] = field(default_factory=dict)  # the teacher page's own report
-
-
 # classroom page QoE fields: metric name, help, counter or gauge
 _QOE = {
     "freezeCount": ("ketang_classroom_freezes_total", "Video freezes the classroom page saw", True),
@@ -228,7 +192,7 @@ _CLASSROOM_GAUGES = (
 class LiveCollector(Collector):
     """Gauges computed from live state at scrape time: they vanish with what they describe."""
 
-    def __init__(self, sample: Callable[[], Iterable[RoomSample]]) -> None:
+    def __init__(self, sample: Callable[[], Iterable[RoomSnapshot]]) -> None:
         self._sample = sample
 
     def collect(self) -> Iterator[Metric]:
@@ -239,14 +203,14 @@ class LiveCollector(Collector):
             "ketang_classrooms_connected", "Classrooms connected per room", labels=["room"]
         )
         for r in rooms:
-            classrooms.add_metric([r.room], r.classrooms)
+            classrooms.add_metric([r.room], len(r.classrooms))
         yield lessons
         yield classrooms
         yield from _teacher_metrics(rooms)
         yield from _classroom_metrics(rooms)
 
 
-def _teacher_metrics(rooms: list[RoomSample]) -> Iterator[Metric]:
+def _teacher_metrics(rooms: list[RoomSnapshot]) -> Iterator[Metric]:
     uplink = GaugeMetricFamily(
         "ketang_teacher_uplink_bits_per_second",
         "Bits per second the relay receives from the teacher, per source",
@@ -266,7 +230,7 @@ def _teacher_metrics(rooms: list[RoomSample]) -> Iterator[Metric]:
     yield loss
 
 
-def _classroom_metrics(rooms: list[RoomSample]) -> Iterator[Metric]:
+def _classroom_metrics(rooms: list[RoomSnapshot]) -> Iterator[Metric]:
     labels = ["room", "classroom"]
     gauges = {
         key: GaugeMetricFamily(name, text, labels=labels) for key, name, text in _CLASSROOM_GAUGES
@@ -291,8 +255,8 @@ def _classroom_metrics(rooms: list[RoomSample]) -> Iterator[Metric]:
         for key, (name, text, counter) in _QOE.items()
     }
     for room in rooms:
-        for c in room.classroom_samples:
-            values = [room.room, c.classroom]
+        for c in room.classrooms:
+            values = [room.room, c.label]
             for key, family in gauges.items():
                 family.add_metric(values, getattr(c, key))
             for slot, name in c.layers.items():
@@ -309,7 +273,7 @@ def _classroom_metrics(rooms: list[RoomSample]) -> Iterator[Metric]:
     yield from qoe.values()
 
 
-def install_live_collector(sample: Callable[[], Iterable[RoomSample]]) -> Collector:
+def install_live_collector(sample: Callable[[], Iterable[RoomSnapshot]]) -> Collector:
     """Register the live-state collector; returns it so the app can unregister on shutdown."""
     collector = LiveCollector(sample)
     REGISTRY.register(collector)

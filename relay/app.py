@@ -7,18 +7,26 @@ import json
 import logging
 import signal
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from monitoring import metrics
-from relay import events, library_api, pages, signalling
+from monitoring.quality import SAMPLE_SECONDS
+from recorder.library import Catalog, LocalStore
+from recorder.recorder import Recorder
+from relay.auth import Auth
 from relay.config import Config
-from relay.context import CTX, Context
-from relay.errors import KetangError, Unauthorized, status_of
+from relay.core.errors import KetangError, Unauthorized, status_of
+from relay.events import EventHub, EventsApi
+from relay.library_api import LibraryApi
+from relay.pages import Pages
 from relay.registry import Registry
 from relay.rtc.hooks import check_aiortc
-from relay.runtime import RoomRuntime
+from relay.runtime import Clock, EventListener, RoomServices
+from relay.signalling import Signalling
 from relay.tls import server_ssl_context
 from relay.tokens import load_secret
 
@@ -74,70 +82,38 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Liveness, with a summary an operator can read at a glance."""
-    ctx = request.app[CTX]
-    rooms = list(ctx.registry)
-    return web.json_response(
-        {
-            "status": "ok",
-            "rooms": len(rooms),
-            "lessons_live": sum(1 for r in rooms if r.model.live),
-            "classrooms": sum(len(r.players) for r in rooms),
-        }
-    )
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """What one relay process is made of, built once by `build_app`."""
 
+    config: Config
+    registry: Registry
+    hub: EventHub
+    catalog: Catalog
+    recorder: Recorder
+    clock: Clock
 
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    """Prometheus exposition, behind a bearer token when one is configured."""
-    expected = request.app[CTX].config.metrics.bearer_token
-    if expected is not None and request.headers.get("Authorization") != f"Bearer {expected}":
-        raise Unauthorized("metrics need the configured bearer token")
-    return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
-
-
-def room_samples(registry: Registry, hub: events.EventHub) -> Iterator[metrics.RoomSample]:
-    """Live room state for the scrape-time collector."""
-    now = asyncio.get_running_loop().time()
-    for room in registry:
-        sources = tuple(
-            metrics.SourceSample(p.source, room.source_bitrate(p.source))
-            for p in room.model.publishers.values()
-        )
-        pages = hub.rooms.get(room.name)
-        yield metrics.RoomSample(
-            room.name,
-            room.model.live,
-            len(room.publishers),
-            len(room.players),
-            tuple(_classrooms(room, now)),
-            sources,
-            pages.uplink if pages else {},
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Liveness, with a summary an operator can read at a glance."""
+        rooms = self.registry.snapshots(self.clock())
+        return web.json_response(
+            {
+                "status": "ok",
+                "rooms": len(rooms),
+                "lessons_live": sum(1 for r in rooms if r.live),
+                "classrooms": sum(len(r.classrooms) for r in rooms),
+            }
         )
 
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus exposition, behind a bearer token when one is configured."""
+        expected = self.config.metrics.bearer_token
+        if expected is not None and request.headers.get("Authorization") != f"Bearer {expected}":
+            raise Unauthorized("metrics need the configured bearer token")
+        return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
 
-def _classrooms(room: RoomRuntime, now: float) -> Iterator[metrics.ClassroomSample]:
-    seen: set[str] = set()
-    for session_id, player in room.players.items():
-        rate = player.rate
-        if rate is None:
-            continue
-        # two connections with one name (a reloaded page) must not share a label set
-        name = player.name if player.name not in seen else f"{player.name} ({session_id[:6]})"
-        seen.add(name)
-        link = rate.view(now)
-        yield metrics.ClassroomSample(
-            classroom=name,
-            layers=link.layers,
-            estimate=link.estimate,
-            sent=link.sent,
-            rtt=link.rtt,
-            loss=link.loss,
-            jitter=rate.jitter,
-            nacks=rate.nacks,
-            plis=sum(t.plis for t in player.tracks.values()),
-            qoe=player.qoe,
-        )
+
+RELAY = web.AppKey("ketang", Relay)
 
 
 async def _probe_loop_lag(interval: float = 0.5) -> None:
@@ -149,40 +125,61 @@ async def _probe_loop_lag(interval: float = 0.5) -> None:
         metrics.set_loop_lag(max(loop.time() - before - interval, 0.0))
 
 
+async def _sample_quality(registry: Registry, clock: Clock) -> None:
+    """Every live lesson's classrooms, every SAMPLE_SECONDS, for its quality history."""
+    while True:
+        await asyncio.sleep(SAMPLE_SECONDS)
+        try:
+            registry.sample_quality(clock())
+        except Exception:  # a bug here must not stop the lesson
+            logger.exception("quality sampling failed")
+
+
 def build_app(config: Config, secret: bytes) -> web.Application:
-    """The relay's aiohttp application; sessions end when it shuts down."""
+    """The relay's aiohttp application, every part of it and every route built here; call
+    it with the event loop running (its clock is the loop's)."""
     check_aiortc()
+    clock = asyncio.get_running_loop().time
+    data_dir = config.storage.data_dir
+    catalog = Catalog(LocalStore(data_dir / "library"))
+    recorder = Recorder(data_dir, catalog)
+    listeners: list[EventListener] = []
+    services = RoomServices(config.media, config.recording, recorder, listeners, clock, time.time)
+    registry = Registry(services)
+    hub = EventHub(registry, clock, time.time)
+    listeners.append(hub.on_event)
+    relay = Relay(config, registry, hub, catalog, recorder, clock)
+    auth = Auth(secret)
+    pages = Pages(config, auth, secret, hub)
     app = web.Application(middlewares=[cors_middleware, errors_middleware])
-    registry = Registry(config.media)
-    app[CTX] = Context(config, secret, registry)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_endpoint)
-    signalling.add_routes(app)
-    events.add_routes(app)
-    pages.add_routes(app)
-    library_api.add_routes(app)
+    app[RELAY] = relay
+    app.router.add_routes([web.get("/healthz", relay.healthz), web.get("/metrics", relay.metrics)])
+    app.router.add_routes(Signalling(registry, config.media, auth).routes())
+    app.router.add_routes(EventsApi(hub, auth).routes())
+    app.router.add_routes(pages.routes())
+    app.router.add_routes(LibraryApi(catalog, auth, pages).routes())
     app.cleanup_ctx.append(_lifecycle)
     return app
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    """Install the live collector; on shutdown close every session."""
-    ctx = app[CTX]
-    hub = app[events.HUB]
-    collector = metrics.install_live_collector(lambda: room_samples(ctx.registry, hub))
-    ticker = asyncio.ensure_future(hub.tick())
-    lag = asyncio.ensure_future(_probe_loop_lag())
-    recorder = app[library_api.RECORDER]
-    recovery = asyncio.ensure_future(recorder.recover())  # lessons a crash left unpublished
-    sampler = asyncio.ensure_future(recorder.run_sampler())
+    """Install the live collector and the periodic tasks; on shutdown close every session
+    and lesson, then wait for the library to have them."""
+    relay = app[RELAY]
+    collector = metrics.install_live_collector(lambda: relay.registry.snapshots(relay.clock()))
+    tasks = [
+        asyncio.ensure_future(relay.hub.tick()),
+        asyncio.ensure_future(_probe_loop_lag()),
+        asyncio.ensure_future(_sample_quality(relay.registry, relay.clock)),
+    ]
+    recovery = asyncio.ensure_future(relay.recorder.recover())  # lessons a crash left
     yield
-    ticker.cancel()
-    lag.cancel()
-    sampler.cancel()
+    for task in tasks:
+        task.cancel()
     metrics.uninstall(collector)
-    await ctx.registry.close()
+    await relay.registry.close()
     await recovery
-    await recorder.close()
+    await relay.recorder.close()
 
 
 async def serve(config: Config) -> None:

@@ -12,8 +12,8 @@ from datetime import date
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from relay.config import Config, ConfigError, base_url, load_config
-from relay.errors import BadRequest
+from relay.config import Config, ConfigError, base_url, load
+from relay.core.errors import BadRequest, NotFound
 from relay.tokens import ALL_ROOMS, ROLES, issue, load_secret
 
 PROG = "ketang"
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench(commands, common)
     from recorder.command import add_parser as add_library
 
-    add_library(commands, common)
+    add_library(commands, common).set_defaults(run=_run_library)
     _add_report(commands, common)
     return parser
 
@@ -148,9 +148,8 @@ _TOKEN_FLAGS = ("data_dir", "token_ttl")
 
 def _load(args: argparse.Namespace, names: Sequence[str], env: Mapping[str, str]) -> Config:
     """Config for a subcommand: --config or $KETANG_CONFIG, the environment, then its flags."""
-    file = getattr(args, "config", None) or env.get("KETANG_CONFIG") or None
     flags = {name: getattr(args, name) for name in names}
-    return load_config(Path(file) if file else None, env, flags)
+    return load(getattr(args, "config", None), env, flags)
 
 
 def print_links(
@@ -189,6 +188,17 @@ def _run_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     asyncio.run(serve(config))
     return 0
+
+
+def _run_library(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """`ketang library ACTION`: the action runs on the configured data directory."""
+    config = _load(args, ("data_dir",), env)
+    try:
+        result: int = args.action_run(args, config.storage.data_dir)
+    except NotFound as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return result
 
 
 def _run_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:

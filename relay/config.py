@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from relay.core.ladder import LadderError, parse_ladder
+from relay.core.ladder import LadderError, Rendition, parse_ladder
 
 ENV_PREFIX = "KETANG_"
 # Names the entry point reads itself; load_config lets them pass.
@@ -83,6 +83,15 @@ class MediaConfig:
     # Frame rate of the screen share's last resort (the lowest rendition's size), sent when not
     # even the lowest rendition fits: slides change rarely, a still beats no picture.
     still_fps: float = 2.0
+    # `ladder` and `still_fps` parsed, once, when the config is built (not a setting).
+    renditions: tuple[Rendition, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        try:
+            renditions = parse_ladder(self.ladder, self.still_fps)
+        except LadderError as error:
+            raise ConfigError(f"invalid config: {error}") from None
+        object.__setattr__(self, "renditions", renditions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +139,10 @@ def _field_types() -> dict[str, tuple[str, object]]:
     """Flat field name to (section, type hint): the one table every source is checked against."""
     table: dict[str, tuple[str, object]] = {}
     for section, cls in _section_classes().items():
-        for name, hint in typing.get_type_hints(cls).items():
-            table[name] = (section, hint)
+        hints = typing.get_type_hints(cls)
+        for setting in dataclasses.fields(cls):
+            if setting.init:  # derived fields are not settings
+                table[setting.name] = (section, hints[setting.name])
     return table
 
 
@@ -283,6 +294,13 @@ def load_config(file: Path | None, env: Mapping[str, str], flags: Mapping[str, o
     return config
 
 
+def load(file: Path | None, env: Mapping[str, str], flags: Mapping[str, object]) -> Config:
+    """Config for a command: the file from its --config flag, else $KETANG_CONFIG, then the
+    environment and its other flags."""
+    named = file or env.get("KETANG_CONFIG") or None
+    return load_config(Path(named) if named else None, env, flags)
+
+
 def _server_problems(server: ServerConfig) -> list[str]:
     problems = []
     if not 1 <= server.port <= 65535:
@@ -315,15 +333,10 @@ def _auth_problems(auth: AuthConfig) -> list[str]:
 
 
 def _media_problems(media: MediaConfig) -> list[str]:
-    numbers = {k: v for k, v in dataclasses.asdict(media).items() if not isinstance(v, str)}
-    problems = [
+    numbers = {k: v for k, v in dataclasses.asdict(media).items() if isinstance(v, int | float)}
+    return [
         f"{name} must be positive, got {value}" for name, value in numbers.items() if value <= 0
     ]
-    try:
-        parse_ladder(media.ladder, media.still_fps)
-    except LadderError as error:
-        problems.append(str(error))
-    return problems
 
 
 def validate(config: Config) -> None:

@@ -18,18 +18,18 @@ import contextlib
 import json
 import logging
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from relay.context import CTX, Context
+from relay.auth import Auth
 from relay.core import model
-from relay.errors import BadRequest, KetangError, status_of
+from relay.core.errors import BadRequest, KetangError, status_of
+from relay.core.snapshot import Lesson, RoomSnapshot
 from relay.registry import Registry
-from relay.runtime import RoomRuntime
-from relay.tokens import ROLES, Grant, validate_room, verify
+from relay.runtime import Clock
+from relay.tokens import ROLES, Grant, validate_room
 
 logger = logging.getLogger(__name__)
 
@@ -56,25 +56,7 @@ QOE_FIELDS = (
     "concealmentRatio",
 )
 UPLINK_FIELDS = ("bitrate", "packetsLost", "fractionLost", "roundTripTime", "framesPerSecond")
-
-
-@dataclass(slots=True)
-class Lesson:
-    """What the teacher says the lesson is; shown to classrooms and kept with the recording."""
-
-    title: str = ""
-    subject: str = ""
-    grade: str = ""
-    school: str = ""
-
-
-@dataclass(slots=True)
-class RoomPages:
-    """The pages watching one room, and what they told the relay."""
-
-    subscribers: set[asyncio.Queue[str]] = field(default_factory=set)
-    lesson: Lesson = field(default_factory=Lesson)
-    uplink: dict[str, float] = field(default_factory=dict)
+LESSON_FIELDS = ("title", "subject", "grade", "school")
 
 
 def finite(value: object) -> bool:
@@ -105,20 +87,13 @@ def text(raw: object, name: str) -> str:
 
 
 class EventHub:
-    """Fans room events out to the pages watching each room."""
+    """Fans room events out to the pages watching each room; pages' reports go to the room."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, clock: Clock, wall: Clock) -> None:
         self.registry = registry
-        self.rooms: dict[str, RoomPages] = {}
-        registry.listeners.append(self.on_event)
-
-    def pages(self, room: str) -> RoomPages:
-        return self.rooms.setdefault(room, RoomPages())
-
-    def lesson(self, room: str) -> Lesson:
-        """The lesson's title, subject and grade as the teacher set them (empty if not)."""
-        pages = self.rooms.get(room)
-        return pages.lesson if pages is not None else Lesson()
+        self._clock = clock
+        self._wall = wall
+        self.pages: dict[str, set[asyncio.Queue[str]]] = {}
 
     # out
 
@@ -132,37 +107,39 @@ class EventHub:
         self.broadcast(room, self.state(room))
 
     def broadcast(self, room: str, message: dict[str, Any]) -> None:
-        pages = self.rooms.get(room)
-        if pages is None:
+        queues = self.pages.get(room)
+        if not queues:
             return
         data = json.dumps(message)
-        for queue in pages.subscribers:
+        for queue in queues:
             offer(queue, data)
 
     def state(self, room: str) -> dict[str, Any]:
         """Everything a page shows about one room, right now."""
         runtime = self.registry.find(room)
-        pages = self.rooms.get(room) or RoomPages()
-        return {
-            "type": "state",
-            "room": room,
-            "live": bool(runtime and runtime.model.live),
-            "lesson": asdict(pages.lesson),
-            "sources": sources(runtime) if runtime else [],
-            "classrooms": classrooms(runtime) if runtime else [],
-            "uplink": pages.uplink,
-            "at": time.time(),
-        }
+        if runtime is None:
+            return state_message(RoomSnapshot(room, False, Lesson(), (), (), 0), self._wall())
+        return state_message(runtime.snapshot(self._clock()), self._wall())
 
     async def tick(self) -> None:
-        """Send every watched room its state each QUALITY_INTERVAL; forget idle rooms."""
+        """Send every watched room its state each QUALITY_INTERVAL."""
         while True:
             await asyncio.sleep(QUALITY_INTERVAL)
-            for room, pages in list(self.rooms.items()):
-                if pages.subscribers:
+            for room, queues in list(self.pages.items()):
+                if queues:
                     self.broadcast(room, self.state(room))
-                elif self.registry.find(room) is None:
-                    del self.rooms[room]
+
+    def join(self, room: str, queue: asyncio.Queue[str]) -> None:
+        """A page's queue starts getting the room's messages; the room is kept while it does."""
+        self.registry.watch(room)
+        self.pages.setdefault(room, set()).add(queue)
+
+    def leave(self, room: str, queue: asyncio.Queue[str]) -> None:
+        queues = self.pages.get(room, set())
+        queues.discard(queue)
+        if not queues:
+            self.pages.pop(room, None)
+        self.registry.unwatch(room)
 
     # in
 
@@ -173,32 +150,50 @@ class EventHub:
         kind = message["type"]
         if kind == "ping":
             return {"type": "pong"}
+        runtime = self.registry.get(room)
         if kind == "qoe" and grant.role == "classroom":
-            self._qoe(room, grant.name, message)
+            session = message.get("session")
+            stats = numbers(message.get("stats"), QOE_FIELDS)
+            runtime.report_qoe(session if isinstance(session, str) else "", grant.name, stats)
             return None
         if kind == "lesson" and grant.role == "teacher":
-            self._lesson(room, message)
+            fields = {name: text(message.get(name), name) for name in LESSON_FIELDS}
+            runtime.set_lesson(Lesson(**fields))
+            self.broadcast(room, self.state(room))
             return None
         if kind == "uplink" and grant.role == "teacher":
-            self.pages(room).uplink = numbers(message.get("stats"), UPLINK_FIELDS)
+            runtime.report_uplink(numbers(message.get("stats"), UPLINK_FIELDS))
             return None
         raise BadRequest(f"message type {kind!r} is not accepted from a {grant.role}")
 
-    def _qoe(self, room: str, classroom: str, message: dict[str, Any]) -> None:
-        """A classroom page's report about its own session (not another school's)."""
-        runtime = self.registry.find(room)
-        session = message.get("session")
-        player = runtime.players.get(session) if runtime and isinstance(session, str) else None
-        if player is None or player.name != classroom:
-            raise BadRequest(f"no session {session!r} of classroom {classroom!r} in room {room!r}")
-        player.qoe = numbers(message.get("stats"), QOE_FIELDS)
-        player.qoe_at = time.time()
 
-    def _lesson(self, room: str, message: dict[str, Any]) -> None:
-        names = ("title", "subject", "grade", "school")
-        fields = {name: text(message.get(name), name) for name in names}
-        self.pages(room).lesson = Lesson(**fields)
-        self.broadcast(room, self.state(room))
+def state_message(snapshot: RoomSnapshot, at: float) -> dict[str, Any]:
+    """The page-facing `state` of one room."""
+    return {
+        "type": "state",
+        "room": snapshot.room,
+        "live": snapshot.live,
+        "lesson": asdict(snapshot.lesson),
+        "sources": [
+            {"source": s.source, "teacher": s.teacher, "kinds": list(s.kinds), "bitrate": s.bitrate}
+            for s in snapshot.sources
+        ],
+        "classrooms": [
+            {
+                "session": c.session,
+                "name": c.name,
+                "state": c.state,
+                "layers": list(c.layers.values()),
+                "estimate": c.estimate,
+                "loss": c.loss,
+                "rtt": c.rtt,
+                "qoe": dict(c.qoe),
+            }
+            for c in snapshot.classrooms
+        ],
+        "uplink": dict(snapshot.uplink),
+        "at": at,
+    }
 
 
 def offer(queue: asyncio.Queue[str], data: str) -> None:
@@ -235,74 +230,38 @@ def describe(event: model.Event) -> dict[str, Any] | None:
     return None
 
 
-def sources(runtime: RoomRuntime) -> list[dict[str, Any]]:
-    return [
-        {
-            "source": p.source,
-            "teacher": p.teacher,
-            "kinds": sorted(p.kinds),
-            "bitrate": runtime.source_bitrate(p.source),
-        }
-        for p in runtime.model.publishers.values()
-    ]
+class EventsApi:
+    """The WebSocket endpoint pages keep open."""
 
+    def __init__(self, hub: EventHub, auth: Auth) -> None:
+        self._hub = hub
+        self._auth = auth
 
-def classrooms(runtime: RoomRuntime) -> list[dict[str, Any]]:
-    now = asyncio.get_running_loop().time()
-    out = []
-    for session_id, player in runtime.players.items():
-        link = player.rate.view(now) if player.rate else None
-        out.append({
-            "session": session_id,
-            "name": player.name,
-            "state": player.pc.connectionState,
-            "layers": list(link.layers.values()) if link else [],
-            "estimate": link.estimate if link else 0.0,
-            "loss": link.loss if link else 0.0,
-            "rtt": link.rtt if link else 0.0,
-            "qoe": player.qoe,
-        })  # fmt: skip
-    return out
+    async def socket(self, request: web.Request) -> web.StreamResponse:
+        """Auth errors are plain HTTP errors before upgrading."""
+        room = validate_room(request.match_info["room"])
+        grant = self._auth.room(request, room, ROLES)
+        hub = self._hub
+        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
+        await ws.prepare(request)
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        hub.join(room, queue)
+        offer(queue, json.dumps({"type": "hello", "role": grant.role, "name": grant.name}))
+        offer(queue, json.dumps(hub.state(room)))
+        writer = asyncio.ensure_future(_write(ws, queue))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    offer(queue, json.dumps(_reply(hub, grant, room, msg.data)))
+        finally:
+            hub.leave(room, queue)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        return ws
 
-
-def request_token(request: web.Request) -> str:
-    """The token of a page (`?token=`) or of an API client (`Authorization: Bearer`)."""
-    token = request.query.get("token", "")
-    if not token:
-        header = request.headers.get("Authorization", "")
-        token = header.partition(" ")[2].strip() if header.lower().startswith("bearer ") else ""
-    return token
-
-
-def grant_for(request: web.Request, room: str) -> Grant:
-    """The request's token, valid for this room in any role."""
-    ctx: Context = request.app[CTX]
-    return verify(ctx.secret, request_token(request), room, ROLES)
-
-
-async def events_socket(request: web.Request) -> web.StreamResponse:
-    """The WebSocket a page keeps open; auth errors are plain HTTP errors before upgrading."""
-    room = validate_room(request.match_info["room"])
-    grant = grant_for(request, room)
-    hub = request.app[HUB]
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
-    await ws.prepare(request)
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    pages = hub.pages(room)
-    pages.subscribers.add(queue)
-    offer(queue, json.dumps({"type": "hello", "role": grant.role, "name": grant.name}))
-    offer(queue, json.dumps(hub.state(room)))
-    writer = asyncio.ensure_future(_write(ws, queue))
-    try:
-        async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
-                offer(queue, json.dumps(_reply(hub, grant, room, msg.data)))
-    finally:
-        pages.subscribers.discard(queue)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
-    return ws
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [web.get("/api/rooms/{room}/events", self.socket)]
 
 
 def _reply(hub: EventHub, grant: Grant, room: str, data: str) -> dict[str, Any]:
@@ -320,13 +279,3 @@ async def _write(ws: web.WebSocketResponse, queue: asyncio.Queue[str]) -> None:
     with contextlib.suppress(ConnectionError):
         while not ws.closed:
             await ws.send_str(await queue.get())
-
-
-HUB = web.AppKey("ketang-events", EventHub)
-
-
-def add_routes(app: web.Application) -> None:
-    """Register the events endpoint; the hub lives on the app."""
-    ctx: Context = app[CTX]
-    app[HUB] = EventHub(ctx.registry)
-    app.router.add_get("/api/rooms/{room}/events", events_socket)

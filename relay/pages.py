@@ -15,11 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.config import base_url
-from relay.context import CTX, Context
-from relay.errors import BadRequest, Forbidden, KetangError, status_of
-from relay.events import HUB, finite, request_token
-from relay.tokens import ALL_ROOMS, Grant, issue, read, validate_room, verify
+from relay.auth import Auth
+from relay.config import Config, base_url
+from relay.core.errors import BadRequest, Forbidden, KetangError, status_of
+from relay.events import EventHub, finite
+from relay.registry import Registry
+from relay.tokens import ALL_ROOMS, Grant, issue, validate_room
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 # Longest link lifetime the admin form offers: a school term.
@@ -53,110 +54,14 @@ def error_page(status: int, reason: str) -> web.Response:
     return web.Response(status=status, text=body, content_type="text/html", charset="utf-8")
 
 
-def page_settings(request: web.Request, grant: Grant, room: str | None) -> dict[str, Any]:
-    ctx: Context = request.app[CTX]
-    return {
-        "room": room,
-        "role": grant.role,
-        "name": grant.name,
-        "grafana": ctx.config.metrics.grafana_url,
-    }
-
-
-async def _room_page(request: web.Request, template: str, role: str) -> web.Response:
-    ctx: Context = request.app[CTX]
-    try:
-        room = validate_room(request.match_info["room"])
-        grant = verify(ctx.secret, request.query.get("token", ""), room, {role})
-    except KetangError as error:
-        return error_page(*status_of(error))
-    return private_html(page_html(template, page_settings(request, grant, room)))
-
-
-async def teach_page(request: web.Request) -> web.Response:
-    """The teacher studio."""
-    return await _room_page(request, "teach.html", "teacher")
-
-
-async def class_page(request: web.Request) -> web.Response:
-    """The classroom projector player."""
-    return await _room_page(request, "class.html", "classroom")
-
-
-async def admin_page(request: web.Request) -> web.Response:
-    """The county bureau's overview of live rooms."""
-    try:
-        grant = admin_grant(request)
-    except KetangError as error:
-        return error_page(*status_of(error))
-    return private_html(page_html("admin.html", page_settings(request, grant, None)))
-
-
-async def landing_page(request: web.Request) -> web.Response:
-    return private_html((WEB / "index.html").read_text(encoding="utf-8"))
-
-
 def private_html(text: str) -> web.Response:
     # pages hold tokens in their URL: keep them out of other sites' Referer headers
     headers = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
     return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
 
 
-def admin_grant(request: web.Request) -> Grant:
-    """An admin token (from the page query or a bearer header): for all rooms or for one."""
-    ctx: Context = request.app[CTX]
-    grant = read(ctx.secret, request_token(request))
-    if grant.role != "admin":
-        raise Forbidden("an admin token is needed")
-    return grant
-
-
 def _may_see(grant: Grant, room: str) -> bool:
     return grant.room in (ALL_ROOMS, room)
-
-
-async def rooms_api(request: web.Request) -> web.Response:
-    """GET /api/rooms: every live room this admin may see, as the pages' state."""
-    grant = admin_grant(request)
-    ctx: Context = request.app[CTX]
-    hub = request.app[HUB]
-    rooms = [hub.state(r.name) for r in ctx.registry if _may_see(grant, r.name)]
-    return web.json_response({"rooms": rooms})
-
-
-async def links_api(request: web.Request) -> web.Response:
-    """POST /api/links: signed teacher and classroom links for one room."""
-    grant = admin_grant(request)
-    ctx: Context = request.app[CTX]
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("body must be JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
-    room = validate_room(str(body.get("room", "")))
-    if not _may_see(grant, room):
-        raise Forbidden(f"this admin token is for room {grant.room!r}")
-    teacher = _name(body.get("teacher", "teacher"), "teacher")
-    names = body.get("classrooms", [])
-    if not isinstance(names, list) or not 1 <= len(names) <= MAX_CLASSROOMS_PER_FORM:
-        raise BadRequest(f"classrooms must list 1 to {MAX_CLASSROOMS_PER_FORM} names")
-    hours = body.get("hours", 12)
-    if not finite(hours) or not 0 < hours <= MAX_LINK_HOURS:
-        raise BadRequest(f"hours must be a number from 0 to {MAX_LINK_HOURS}")
-    base = ctx.config.server.public_url and base_url(ctx.config.server)
-    base = base or f"{request.scheme}://{request.host}"
-    ttl = hours * 3600
-
-    def link(path: str, role: str, name: str) -> dict[str, str]:
-        token = issue(ctx.secret, room, role, name, ttl)
-        return {"name": name, "url": f"{base}/{path}/{room}?token={token}"}
-
-    return web.json_response({
-        "room": room,
-        "teacher": link("teach", "teacher", teacher),
-        "classrooms": [link("class", "classroom", _name(n, "classroom")) for n in names],
-    })  # fmt: skip
 
 
 def _name(raw: object, what: str) -> str:
@@ -165,12 +70,103 @@ def _name(raw: object, what: str) -> str:
     return raw.strip()
 
 
-def add_routes(app: web.Application) -> None:
-    """Register the pages, their static files and the admin API."""
-    app.router.add_get("/", landing_page)
-    app.router.add_get("/teach/{room}", teach_page)
-    app.router.add_get("/class/{room}", class_page)
-    app.router.add_get("/admin", admin_page)
-    app.router.add_get("/api/rooms", rooms_api)
-    app.router.add_post("/api/links", links_api)
-    app.router.add_static("/static/", WEB, follow_symlinks=False)
+class Pages:
+    """The pages and the admin API of one relay process."""
+
+    def __init__(self, config: Config, auth: Auth, secret: bytes, hub: EventHub) -> None:
+        self._config = config
+        self._auth = auth
+        self._secret = secret
+        self._hub = hub
+
+    @property
+    def _registry(self) -> Registry:
+        return self._hub.registry
+
+    def settings(self, grant: Grant, room: str | None) -> dict[str, Any]:
+        """What a page's script is told about its viewer."""
+        return {
+            "room": room,
+            "role": grant.role,
+            "name": grant.name,
+            "grafana": self._config.metrics.grafana_url,
+        }
+
+    async def _room_page(self, request: web.Request, template: str, role: str) -> web.Response:
+        try:
+            room = validate_room(request.match_info["room"])
+            grant = self._auth.room(request, room, {role})
+        except KetangError as error:
+            return error_page(*status_of(error))
+        return private_html(page_html(template, self.settings(grant, room)))
+
+    async def teach_page(self, request: web.Request) -> web.Response:
+        """The teacher studio."""
+        return await self._room_page(request, "teach.html", "teacher")
+
+    async def class_page(self, request: web.Request) -> web.Response:
+        """The classroom projector player."""
+        return await self._room_page(request, "class.html", "classroom")
+
+    async def admin_page(self, request: web.Request) -> web.Response:
+        """The county bureau's overview of live rooms."""
+        try:
+            grant = self._auth.admin(request)
+        except KetangError as error:
+            return error_page(*status_of(error))
+        return private_html(page_html("admin.html", self.settings(grant, None)))
+
+    async def landing_page(self, request: web.Request) -> web.Response:
+        return private_html((WEB / "index.html").read_text(encoding="utf-8"))
+
+    async def rooms_api(self, request: web.Request) -> web.Response:
+        """GET /api/rooms: every live room this admin may see, as the pages' state."""
+        grant = self._auth.admin(request)
+        rooms = [
+            self._hub.state(r.name) for r in self._registry if r.active and _may_see(grant, r.name)
+        ]
+        return web.json_response({"rooms": rooms})
+
+    async def links_api(self, request: web.Request) -> web.Response:
+        """POST /api/links: signed teacher and classroom links for one room."""
+        grant = self._auth.admin(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadRequest("body must be JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+        room = validate_room(str(body.get("room", "")))
+        if not _may_see(grant, room):
+            raise Forbidden(f"this admin token is for room {grant.room!r}")
+        teacher = _name(body.get("teacher", "teacher"), "teacher")
+        names = body.get("classrooms", [])
+        if not isinstance(names, list) or not 1 <= len(names) <= MAX_CLASSROOMS_PER_FORM:
+            raise BadRequest(f"classrooms must list 1 to {MAX_CLASSROOMS_PER_FORM} names")
+        hours = body.get("hours", 12)
+        if not finite(hours) or not 0 < hours <= MAX_LINK_HOURS:
+            raise BadRequest(f"hours must be a number from 0 to {MAX_LINK_HOURS}")
+        server = self._config.server
+        base = (server.public_url and base_url(server)) or f"{request.scheme}://{request.host}"
+        ttl = hours * 3600
+
+        def link(path: str, role: str, name: str) -> dict[str, str]:
+            token = issue(self._secret, room, role, name, ttl)
+            return {"name": name, "url": f"{base}/{path}/{room}?token={token}"}
+
+        return web.json_response({
+            "room": room,
+            "teacher": link("teach", "teacher", teacher),
+            "classrooms": [link("class", "classroom", _name(n, "classroom")) for n in names],
+        })  # fmt: skip
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        return [
+            web.get("/", self.landing_page),
+            web.get("/teach/{room}", self.teach_page),
+            web.get("/class/{room}", self.class_page),
+            web.get("/admin", self.admin_page),
+            web.get("/api/rooms", self.rooms_api),
+            web.post("/api/links", self.links_api),
+            web.static("/static/", WEB, follow_symlinks=False),
+        ]

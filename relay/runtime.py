@@ -1,9 +1,14 @@
-"""The thin shell around the pure room model: applies its events to peer connections.
+"""One live room and everything about it, in one object: `RoomRuntime`.
 
-One `RoomRuntime` per live room. Room methods (relay.core.model) decide; this module creates
-and closes sessions, points down tracks at upstreams, and forwards events to listeners (the
-event stream, metrics). Negotiation awaits happen *before* the model is touched, and every
-model change plus its application is synchronous, so concurrent joins need no lock.
+The pure room model (relay.core.model) decides who publishes and which feed each classroom's
+down track carries; this shell creates and closes the sessions, points down tracks at
+upstreams, and owns what else a room has: the lesson the teacher describes, the teacher's
+uplink report, each classroom page's quality report, the lesson's recording and quality
+history, and the reconnect grace that keeps a lesson open while its teacher is away.
+Everything outside reads it through one `snapshot(now)` (relay.core.snapshot).
+
+Negotiation awaits happen *before* the model is touched, and every model change plus its
+application is synchronous, so concurrent joins need no lock.
 """
 
 from __future__ import annotations
@@ -11,14 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from relay.config import MediaConfig
+from monitoring.quality import LessonQuality, QualitySample
+from recorder.recorder import LessonRecording, Recorder
+from relay.config import MediaConfig, RecordingConfig
 from relay.core import model
-from relay.core.ladder import parse_ladder
-from relay.core.model import Event, FeedAssigned, FeedKey, SlotKey, SourceEnded
-from relay.errors import Conflict, NotFound
+from relay.core.errors import BadRequest, Conflict, NotFound
+from relay.core.model import Event, FeedAssigned, FeedKey, SlotKey
+from relay.core.snapshot import ClassroomView, Lesson, RoomSnapshot, SourceView
 from relay.rtc.sdp import OfferShape
 from relay.rtc.session import PlaySession, PublishSession, Session, close_quietly
 from relay.rtc.upstream import Upstream
@@ -30,6 +38,25 @@ logger = logging.getLogger(__name__)
 STALE_PUBLISHER_SECONDS = 3.0
 
 EventListener = Callable[[Event], None]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomServices:
+    """What every room of a process shares: its settings, the recorder, who hears its events
+    and the clocks (loop time for timing, wall time only for what people read)."""
+
+    media: MediaConfig
+    recording: RecordingConfig
+    recorder: Recorder
+    listeners: list[EventListener]  # shared: the event hub joins once it exists
+    clock: Clock
+    wall: Clock
+
+    def records(self, room: str) -> bool:
+        """Whether the room's media is recorded; its quality history is kept either way."""
+        skip = {r.strip() for r in self.recording.record_skip_rooms.split(",")}
+        return self.recording.record and room not in skip
 
 
 def new_session_id() -> str:
@@ -38,29 +65,36 @@ def new_session_id() -> str:
 
 
 class RoomRuntime:
-    """Live sessions of one room and the wiring between them."""
+    """One room: its live sessions, their wiring, and the lesson they make."""
 
-    def __init__(
-        self,
-        name: str,
-        media: MediaConfig,
-        listeners: list[EventListener],
-        on_empty: Callable[[str], None],
-    ) -> None:
+    def __init__(self, name: str, services: RoomServices, on_idle: Callable[[str], None]) -> None:
         self.name = name
-        self._on_empty = on_empty
-        self.media = media
-        self.renditions = parse_ladder(media.ladder, media.still_fps)
+        self.services = services
         self.model = model.Room(name)
         self.publishers: dict[str, PublishSession] = {}
         self.players: dict[str, PlaySession] = {}
         self.upstreams: dict[FeedKey, Upstream] = {}
-        self._listeners = listeners
+        self.lesson = Lesson()
+        self.uplink: dict[str, float] = {}
+        self.watchers = 0  # pages whose event stream follows this room
+        self._qoe: dict[str, dict[str, float]] = {}  # session -> its page's last report
+        self._recording: LessonRecording | None = None
+        self._quality = LessonQuality()
+        self._grace: asyncio.TimerHandle | None = None
+        self._on_idle = on_idle
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
-    def empty(self) -> bool:
-        return not self.publishers and not self.players
+    def idle(self) -> bool:
+        """Nothing keeps the room: no session, no lesson open, no page watching."""
+        return not self.active and not self.watchers
+
+    @property
+    def active(self) -> bool:
+        """A session is open, or a lesson is (a teacher may be reconnecting)."""
+        return bool(self.publishers or self.players or self._recording)
+
+    # sessions
 
     async def publish(
         self, source: str, teacher: str, offer: str, shape: OfferShape
@@ -68,8 +102,9 @@ class RoomRuntime:
         """Start a teacher publication; returns (session id, SDP answer)."""
         await self._evict_stale(source)
         session = PublishSession(self.name, new_session_id(), teacher, source, self._on_dead)
+        media = self.services.media
         try:
-            answer = await session.start(offer, shape.kinds, self.media, self.renditions)
+            answer = await session.start(offer, shape.kinds, media, media.renditions)
             events = self.model.publish(session.id, source, teacher, shape.kinds)
         except BaseException:
             await close_quietly(session)
@@ -88,8 +123,9 @@ class RoomRuntime:
         slots = (SlotKey(session.id, "audio"),) * shape.audio + tuple(
             SlotKey(session.id, "video", i) for i in range(shape.video)
         )
+        media = self.services.media
         try:
-            answer = await session.start(offer, slots, self.media, self.renditions, cap)
+            answer = await session.start(offer, slots, media, media.renditions, cap)
             events = self.model.join(session.id, classroom, bool(shape.audio), shape.video)
         except BaseException:
             await close_quietly(session)
@@ -107,24 +143,146 @@ class RoomRuntime:
             session = self.players.pop(session_id, None)
             if session is None:
                 raise NotFound(f"no session {session_id!r} in room {self.name!r}")
+            self._qoe.pop(session_id, None)
             self._apply(self.model.leave(session_id))
         await close_quietly(session)
-        if self.empty:
-            self._on_empty(self.name)
-
-    async def close(self) -> None:
-        """End every session (shutdown)."""
-        for session_id in [*self.publishers, *self.players]:
-            await self.end(session_id)
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def source_bitrate(self, source: str) -> int:
-        """Bits per second the teacher sends on one source, all its tracks together."""
-        return sum(u.bitrate for key, u in self.upstreams.items() if key.source == source)
+        self._release_if_idle()
 
     def owns(self, session_id: str, kind: str) -> bool:
         """True when the session exists and is of that kind ("whip" or "whep")."""
         return session_id in (self.publishers if kind == "whip" else self.players)
+
+    async def close(self) -> None:
+        """End every session and close the lesson now (shutdown)."""
+        for session_id in [*self.publishers, *self.players]:
+            await self.end(session_id)
+        self._close_lesson()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # what pages report
+
+    def set_lesson(self, lesson: Lesson) -> None:
+        """The teacher described the lesson (title, subject, grade, school)."""
+        self.lesson = lesson
+
+    def report_uplink(self, stats: Mapping[str, float]) -> None:
+        """The teacher page's measurement of its own uplink."""
+        self.uplink = dict(stats)
+
+    def report_qoe(self, session_id: str, classroom: str, stats: Mapping[str, float]) -> None:
+        """A classroom page's report about its own session, never another school's."""
+        player = self.players.get(session_id)
+        if player is None or player.name != classroom:
+            raise BadRequest(
+                f"no session {session_id!r} of classroom {classroom!r} in room {self.name!r}"
+            )
+        self._qoe[session_id] = dict(stats)
+
+    # reading
+
+    def snapshot(self, now: float) -> RoomSnapshot:
+        """The room as metrics, pages, the admin API and the quality history see it."""
+        sources = tuple(
+            SourceView(p.source, p.teacher, tuple(sorted(p.kinds)), self._bitrate(p.source))
+            for p in self.model.publishers.values()
+        )
+        return RoomSnapshot(
+            room=self.name,
+            live=self.model.live,
+            lesson=self.lesson,
+            sources=sources,
+            classrooms=tuple(self._classrooms(now)),
+            publishers=len(self.publishers),
+            uplink=dict(self.uplink),
+        )
+
+    def _classrooms(self, now: float) -> Iterator[ClassroomView]:
+        seen: set[str] = set()
+        for session_id, player in self.players.items():
+            # two connections with one name (a reloaded page) must not share a label set
+            label = player.name if player.name not in seen else f"{player.name} ({session_id[:6]})"
+            seen.add(label)
+            rate = player.rate
+            link = rate.view(now) if rate is not None else None
+            yield ClassroomView(
+                session=session_id,
+                name=player.name,
+                label=label,
+                state=player.pc.connectionState,
+                layers=dict(link.layers) if link else {},
+                estimate=link.estimate if link else 0.0,
+                sent=link.sent if link else 0.0,
+                loss=link.loss if link else 0.0,
+                rtt=link.rtt if link else 0.0,
+                jitter=rate.jitter if rate else 0.0,
+                nacks=rate.nacks if rate else 0,
+                plis=sum(t.plis for t in player.tracks.values()),
+                qoe=dict(self._qoe.get(session_id, {})),
+            )
+
+    def _bitrate(self, source: str) -> int:
+        """Bits per second the teacher sends on one source, all its tracks together."""
+        return sum(u.bitrate for key, u in self.upstreams.items() if key.source == source)
+
+    def sample_quality(self, now: float) -> None:
+        """One quality sample of every connected classroom while a lesson is live."""
+        if self._recording is None or self._grace is not None:
+            return
+        for classroom in self.snapshot(now).classrooms:
+            if classroom.connected:
+                sample = QualitySample(
+                    estimate=classroom.estimate,
+                    loss=classroom.loss,
+                    layer=classroom.main_layer,
+                    freeze_seconds=classroom.qoe.get("totalFreezesDuration", 0.0),
+                )
+                self._quality.add(classroom.name, sample)
+
+    # lesson lifecycle
+
+    def _lesson_started(self, teacher: str) -> None:
+        """The first source went live: a new lesson, or the same one after a reconnect."""
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        if self._recording is None:
+            records = self.services.records(self.name)
+            self._recording = self.services.recorder.open(
+                self.name, teacher, records, self.services.clock()
+            )
+            self._quality = LessonQuality()
+
+    def _source_started(self, event: model.SourceStarted) -> None:
+        """Subscribe the recording to the new source's tracks, starting at a keyframe."""
+        if self._recording is None:
+            return
+        for kind in event.kinds:
+            upstream = self.upstreams.get(FeedKey(event.source, kind))
+            writer = self._recording.track(event.source, kind)
+            if upstream is not None and writer is not None:
+                upstream.subscribe(writer)
+                upstream.request_keyframe()
+
+    def _lesson_ended(self) -> None:
+        """The last source ended: keep the lesson open for a reconnecting teacher."""
+        loop = asyncio.get_running_loop()
+        self._grace = loop.call_later(self.services.recording.reconnect_grace, self._grace_over)
+
+    def _grace_over(self) -> None:
+        self._grace = None
+        self._close_lesson()
+        self._release_if_idle()
+
+    def _close_lesson(self) -> None:
+        """The lesson is over: its recording and quality history go to the library."""
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        recording, self._recording = self._recording, None
+        if recording is not None:
+            recording.finish(asdict(self.lesson), self._quality.summary())
+
+    # internals
 
     async def _evict_stale(self, source: str) -> None:
         """Free the source if its publisher is dead or silent; else 409."""
@@ -132,7 +290,7 @@ class RoomRuntime:
         if current is None:
             return
         session = self.publishers[current.session]
-        silent_for = asyncio.get_running_loop().time() - session.last_sign_of_life()
+        silent_for = self.services.clock() - session.last_sign_of_life()
         if silent_for < STALE_PUBLISHER_SECONDS:
             raise Conflict(f"room {self.name!r} already has a live {source} publisher")
         logger.info("room %s: replacing silent %s publisher %s", self.name, source, session.id)
@@ -148,19 +306,27 @@ class RoomRuntime:
         if session_id in self.publishers or session_id in self.players:
             await self.end(session_id)
 
+    def _release_if_idle(self) -> None:
+        if self.idle:
+            self._on_idle(self.name)
+
     def _apply(self, events: list[Event]) -> None:
         """Act on the model's events, then tell the listeners."""
         for event in events:
-            if isinstance(event, FeedAssigned):
-                self._assign(event)
-            elif isinstance(event, SourceEnded):
-                for kind in model.KINDS:
-                    self.upstreams.pop(FeedKey(event.source, kind), None)
-            for listener in self._listeners:
+            self._act(event)
+            for listener in self.services.listeners:
                 listener(event)
 
-    def _assign(self, event: FeedAssigned) -> None:
-        """Point one classroom down track at the upstream now carrying its feed."""
-        player = self.players.get(event.slot.session)
-        if player is not None:
-            player.assign(event.slot, self.upstreams.get(event.feed) if event.feed else None)
+    def _act(self, event: Event) -> None:
+        if isinstance(event, FeedAssigned):
+            player = self.players.get(event.slot.session)
+            if player is not None:
+                player.assign(event.slot, self.upstreams.get(event.feed) if event.feed else None)
+        elif isinstance(event, model.SourceStarted):
+            self._lesson_started(event.teacher)
+            self._source_started(event)
+        elif isinstance(event, model.SourceEnded):
+            for kind in model.KINDS:
+                self.upstreams.pop(FeedKey(event.source, kind), None)
+        elif isinstance(event, model.LessonEnded):
+            self._lesson_ended()

@@ -14,7 +14,7 @@ from pathlib import Path
 import jwt
 
 from relay.config import MIN_SECRET_BYTES, AuthConfig, ConfigError
-from relay.errors import BadRequest, Forbidden, Unauthorized
+from relay.core.errors import BadRequest, Forbidden, Unauthorized
 
 ALGORITHM = "HS256"
 ROLES = frozenset({"teacher", "classroom", "admin", "node"})

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from recorder.library import Catalog
+from recorder.recorder import Recorder
 from relay import tokens
-from relay.app import build_app
+from relay.app import RELAY, build_app
 from relay.config import Config, load_config
-from relay.context import CTX
 from relay.registry import Registry
 
 
@@ -56,7 +57,15 @@ class RelayUnderTest:
 
     @property
     def registry(self) -> Registry:
-        return self.app[CTX].registry
+        return self.app[RELAY].registry
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.app[RELAY].catalog
+
+    @property
+    def recorder(self) -> Recorder:
+        return self.app[RELAY].recorder
 
 
 @pytest.fixture

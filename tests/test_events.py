@@ -99,7 +99,9 @@ async def test_bad_messages_get_a_clear_error_and_change_nothing(
             # the socket still works, and the earlier report stands
             assert await ask(ws, {"type": "ping"}) == {"type": "pong"}
             runtime = relay.registry.find(ROOM)
-            assert runtime is not None and runtime.players[session].qoe == {"framesPerSecond": 29.5}
+            assert runtime is not None
+            views = {c.session: c for c in runtime.snapshot(0.0).classrooms}
+            assert views[session].qoe == {"framesPerSecond": 29.5}
     finally:
         await classroom.close()
         await other.close()

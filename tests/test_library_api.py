@@ -7,14 +7,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from relay.library_api import CATALOG
 from tests.conftest import RelayUnderTest
 from tests.recorder.lessons import add_lesson
 
 
 @pytest.fixture
 async def lesson(relay: RelayUnderTest, tmp_path: Path) -> str:
-    add_lesson(relay.app[CATALOG], tmp_path, "lesson-1", title="Fractions")
+    add_lesson(relay.catalog, tmp_path, "lesson-1", title="Fractions")
     return "lesson-1"
 
 

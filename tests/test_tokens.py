@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from relay.config import AuthConfig, ConfigError
-from relay.errors import BadRequest, Forbidden, Unauthorized
+from relay.core.errors import BadRequest, Forbidden, Unauthorized
 from relay.tokens import Grant, issue, load_secret, validate_room, verify
 
 SECRET = b"k" * 32

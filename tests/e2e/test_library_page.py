@@ -6,7 +6,6 @@ from pathlib import Path
 
 from playwright.async_api import Browser, ViewportSize
 
-from relay.library_api import CATALOG
 from tests.conftest import RelayUnderTest
 from tests.e2e.conftest import needs_chromium
 from tests.recorder.lessons import add_lesson
@@ -18,7 +17,7 @@ SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "pages"
 async def test_a_school_finds_plays_and_seeks_a_recorded_lesson(
     relay: RelayUnderTest, browser: Browser, tmp_path: Path
 ) -> None:
-    catalog = relay.app[CATALOG]
+    catalog = relay.catalog
     add_lesson(catalog, tmp_path, "l1", title="认识五线谱", subject="音乐", grade="五年级")
     add_lesson(catalog, tmp_path, "l2", title="Fractions", subject="math")
     page = await browser.new_page(viewport=ViewportSize(width=1280, height=800))
@@ -48,11 +47,11 @@ async def test_a_school_finds_plays_and_seeks_a_recorded_lesson(
 async def test_an_admin_deletes_a_lesson_from_the_page(
     relay: RelayUnderTest, browser: Browser, tmp_path: Path
 ) -> None:
-    add_lesson(relay.app[CATALOG], tmp_path, "l1", title="Old lesson")
+    add_lesson(relay.catalog, tmp_path, "l1", title="Old lesson")
     page = await browser.new_page()
     page.on("dialog", lambda dialog: dialog.accept())
     await page.goto(f"{relay.base}/library?token={relay.token('*', 'admin')}")
     await page.click(".lesson-card[data-id=l1] button.danger")
     await page.wait_for_selector("#no-lessons:not(.hidden)")
-    assert "l1" not in relay.app[CATALOG].lessons
+    assert "l1" not in relay.catalog.lessons
     await page.close()

@@ -159,8 +159,9 @@ async def test_a_lesson_from_the_teacher_page_to_two_classroom_pages(
     assert runtime is not None
 
     async def reported() -> bool:
-        return len(runtime.players) == 2 and all(
-            p.qoe.get("framesPerSecond", 0) > 10 for p in runtime.players.values()
+        classrooms = runtime.snapshot(0.0).classrooms
+        return len(classrooms) == 2 and all(
+            c.qoe.get("framesPerSecond", 0) > 10 for c in classrooms
         )
 
     await eventually(reported, "QoE reports from both classrooms", timeout=15)

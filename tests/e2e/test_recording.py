@@ -20,7 +20,6 @@ import av
 import pytest
 
 from relay.cli import main
-from relay.library_api import CATALOG, RECORDER
 from relay.tokens import issue
 from tests.conftest import RelayUnderTest, free_port
 from tests.media import TAG_CAMERA, CounterVideoTrack, ToneAudioTrack, read_counter
@@ -77,7 +76,7 @@ def seeks_to(path: Path, target: float) -> float:
 async def published(
     relay: RelayUnderTest, count: int = 1, timeout: float = 30
 ) -> list[dict[str, Any]]:
-    catalog = relay.app[CATALOG]
+    catalog = relay.catalog
     for _ in range(int(timeout * 10)):
         if len(catalog.lessons) >= count:
             return list(catalog.lessons.values())
@@ -91,7 +90,7 @@ async def test_a_lesson_is_published_as_files_that_decode_and_seek(relay: RelayU
     video = await teach(relay.base, hub_token, 4)
     (meta,) = await published(relay)
     assert meta["room"] == ROOM and meta["teacher"] == "Ms Wang" and meta["sources"] == ["camera"]
-    path = relay.app[CATALOG].store.path(meta["id"], "camera.webm")
+    path = relay.catalog.store.path(meta["id"], "camera.webm")
     numbers, _times, audio, duration = decoded(path)
     # every frame the teacher sent is there once, in order: nothing lost, nothing re-encoded
     assert numbers == list(range(numbers[0], numbers[-1] + 1))
@@ -102,6 +101,8 @@ async def test_a_lesson_is_published_as_files_that_decode_and_seek(relay: RelayU
     assert 1.0 <= seeks_to(path, 2.5) <= 2.5
     assert (path.parent / "poster.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG
     assert not list((relay.config.storage.data_dir / "recordings").iterdir())
+    # the room lived through its reconnect grace, and no longer than that
+    assert relay.registry.find(ROOM) is None
 
 
 @pytest.mark.timeout(60)
@@ -111,7 +112,7 @@ async def test_a_teacher_reconnect_continues_the_same_lesson(relay: RelayUnderTe
     await asyncio.sleep(0.5)  # within the grace: the teacher's browser publishes again
     second = await teach(relay.base, token, 3, start=first.next_number)
     (meta,) = await published(relay)
-    numbers, times, _, duration = decoded(relay.app[CATALOG].store.path(meta["id"], "camera.webm"))
+    numbers, times, _, duration = decoded(relay.catalog.store.path(meta["id"], "camera.webm"))
     assert numbers == sorted(numbers) and numbers[-1] >= second.next_number - 5
     assert numbers[0] <= 3
     # both publications in one file, the gap between them kept as time, not squeezed out
@@ -206,12 +207,12 @@ async def test_each_classrooms_quality_is_kept_with_the_lesson_for_reports(
     relay: RelayUnderTest, capsys: pytest.CaptureFixture[str]
 ) -> None:
     classroom = await whep_play(relay.base, ROOM, relay.token(ROOM, "classroom", "Hope Primary"))
-    recorder = relay.app[RECORDER]
+    loop = asyncio.get_running_loop()
 
     async def sample_while_teaching() -> None:
         for _ in range(4):
             await asyncio.sleep(0.8)
-            recorder.sample_quality()  # what the relay does every 5 s
+            relay.registry.sample_quality(loop.time())  # what the relay does every 5 s
 
     try:
         sampling = asyncio.ensure_future(sample_while_teaching())

@@ -156,9 +156,13 @@ async def test_metrics_after_a_lesson_with_known_traffic(
     assert grew("ketang_forwarded_packets_total", "kind=video") >= frames_in
     assert grew("ketang_ladder_frame_seconds_count") > 10
     assert grew("ketang_join_seconds_count") == 2
-    assert grew("ketang_recorder_bytes_total") > 0
+    # the recorder keeps every frame that came in (a few may still be queued for its thread)
+    ingested = grew("ketang_ingest_bytes_total", "kind=video")
+    ingested += grew("ketang_ingest_bytes_total", "kind=audio")
+    assert ingested * 0.9 <= grew("ketang_recorder_bytes_total") <= ingested * 1.1
     uplink = samples(text, "ketang_teacher_uplink_bits_per_second")
-    assert uplink[f"room={ROOM},source=camera"] > 0
+    # the clip is encoded at 800 kbit/s (plus Opus); libvpx overshoots and undershoots a little
+    assert 400_000 <= uplink[f"room={ROOM},source=camera"] <= 1_600_000
     assert samples(text, "process_resident_memory_bytes")[""] > 1e6
     # a classroom that leaves takes its series with it
     await lesson.low.close()
