@@ -7,8 +7,6 @@ Frames carry literal times: the ladder takes `now` from its source, never from a
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from fractions import Fraction
 
 import av
@@ -20,6 +18,7 @@ from relay.core.forwarder import Frame
 from relay.core.ladder import parse_ladder
 from relay.core.renditions import LINGER
 from relay.rtc.ladder import Ladder
+from tests.conftest import settled
 from tests.media import TAG_CAMERA, make_frame, read_counter
 
 SPECS = parse_ladder("640x360@500,320x180@150", still_fps=2.0)
@@ -79,20 +78,9 @@ def vp8() -> list[bytes]:
     return out
 
 
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll `check` while the worker thread finishes; True once it holds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.002)
-    return True
-
-
 async def drained(ladder: Ladder) -> bool:
     """Every frame handed to the worker has come back."""
-    return await until(lambda: ladder._policy.queued == 0)
+    return await settled(lambda: ladder._policy.queued == 0)
 
 
 def decoded(frames: list[Frame]) -> list[av.VideoFrame]:
