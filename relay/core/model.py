@@ -25,7 +25,8 @@ class FeedKey:
 
 @dataclass(frozen=True, slots=True)
 class SlotKey:
-    """One down track of a classroom: audio, or video slot 0/1 in the order of its offer."""
+    """One down track of a classroom: audio, or a video slot whose index is its position among
+    the offer's video m-lines (0 the camera slot, 1 the screen slot), wherever audio sits."""
 
     session: str
     kind: str
@@ -156,15 +157,9 @@ class Room:
                 return publisher
         raise NotFound(f"no publish session {session!r} in room {self.name!r}")
 
-    def join(self, session: str, name: str, audio: bool, video_slots: int) -> list[Event]:
-        """Add a classroom with its down tracks; it may join before the lesson starts."""
-        if not 0 <= video_slots <= MAX_VIDEO_SLOTS:
-            raise BadRequest(f"at most {MAX_VIDEO_SLOTS} video m-lines are supported")
-        if not audio and not video_slots:
-            raise BadRequest("a classroom needs an audio or a video m-line")
-        slots = ((SlotKey(session, "audio"),) if audio else ()) + tuple(
-            SlotKey(session, "video", i) for i in range(video_slots)
-        )
+    def join(self, session: str, name: str, kinds: tuple[str, ...]) -> list[Event]:
+        """Add a classroom with one down track per m-line kind; it may join before the lesson."""
+        slots = classroom_slots(session, kinds)
         self.classrooms[session] = Classroom(session, name, slots)
         return [ClassroomJoined(self.name, session, name), *self._reassign()]
 
@@ -192,6 +187,17 @@ class Room:
                     else:
                         self.assignments[slot] = feed
         return events
+
+
+def classroom_slots(session: str, kinds: tuple[str, ...]) -> tuple[SlotKey, ...]:
+    """A classroom's down tracks in m-line order, each indexed among the m-lines of its kind."""
+    if not kinds or not set(kinds) <= set(KINDS):
+        raise BadRequest("a classroom needs audio and/or video m-lines, nothing else")
+    if kinds.count("audio") > 1:
+        raise BadRequest("at most one audio m-line is supported")
+    if kinds.count("video") > MAX_VIDEO_SLOTS:
+        raise BadRequest(f"at most {MAX_VIDEO_SLOTS} video m-lines are supported")
+    return tuple(SlotKey(session, kind, kinds[:i].count(kind)) for i, kind in enumerate(kinds))
 
 
 def choose_feed(slot: SlotKey, video_slots: int, live: frozenset[FeedKey]) -> FeedKey | None:

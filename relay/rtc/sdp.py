@@ -13,6 +13,7 @@ from aiortc.sdp import MediaDescription, SessionDescription
 
 from relay.core.errors import BadRequest, ProtocolError
 from relay.core.model import MAX_VIDEO_SLOTS
+from relay.core.sdpfrag import parse_candidate
 
 # The codecs we forward: VP8 video (RFC 7741) with RTX for NACK recovery, Opus audio (RFC 7587).
 FORWARDED = {"video": ("video/vp8",), "audio": ("audio/opus",)}
@@ -20,14 +21,13 @@ FORWARDED = {"video": ("video/vp8",), "audio": ("audio/opus",)}
 
 @dataclass(frozen=True, slots=True)
 class OfferShape:
-    """What a checked offer asks for, in m-line order."""
+    """What a checked offer asks for: the kind of each m-line, in m-line order."""
 
-    audio: int
-    video: int
+    kinds_in_order: tuple[str, ...]
 
     @property
     def kinds(self) -> frozenset[str]:
-        return frozenset(k for k, n in (("audio", self.audio), ("video", self.video)) if n)
+        return frozenset(self.kinds_in_order)
 
 
 def parse_offer(text: str) -> SessionDescription:
@@ -41,24 +41,50 @@ def parse_offer(text: str) -> SessionDescription:
 
 
 def check_offer(text: str, *, sending: bool) -> OfferShape:
-    """Validate a WHIP (sending=True) or WHEP (sending=False) offer and return its shape."""
+    """Validate a WHIP (sending=True) or WHEP (sending=False) offer and return its shape.
+
+    An offer without ICE candidates is fine: a trickle client (RFC 8838) sends them later, and
+    aioice learns the client's address from its connectivity checks anyway.
+    """
     description = parse_offer(text)
     if not description.media:
         raise BadRequest("SDP offer has no m-lines")
     for media in description.media:
         _check_media(media, sending)
-    if not any(media.ice_candidates for media in description.media):
-        raise BadRequest(
-            "offer has no ICE candidates: this server does not support trickle ICE, "
-            "send the offer after ICE gathering completes"
-        )
-    counts = {k: sum(1 for m in description.media if m.kind == k) for k in ("audio", "video")}
-    if counts["audio"] > 1:
+    kinds = tuple(media.kind for media in description.media)
+    if kinds.count("audio") > 1:
         raise BadRequest("at most one audio m-line is supported")
     max_video = 1 if sending else MAX_VIDEO_SLOTS
-    if counts["video"] > max_video:
+    if kinds.count("video") > max_video:
         raise BadRequest(f"at most {max_video} video m-line(s) are supported here")
-    return OfferShape(counts["audio"], counts["video"])
+    _check_mids(description)
+    _check_end_of_candidates(description)
+    return OfferShape(kinds)
+
+
+def _check_mids(description: SessionDescription) -> None:
+    """Every m-line has a mid of its own, and BUNDLE names only those (RFC 8843 §7.2): aiortc
+    maps transceivers and transports by mid and breaks on duplicates or dangling ones."""
+    mids = [media.rtp.muxId for media in description.media]
+    if any(not mid for mid in mids):
+        raise BadRequest("every m-line needs an a=mid (RFC 8843 §9.1)")
+    if len(set(mids)) != len(mids):
+        raise BadRequest(f"two m-lines share a mid: {', '.join(mids)}")
+    for group in description.group:
+        unknown = [item for item in group.items if item not in mids]
+        if unknown:
+            raise BadRequest(f"a=group:{group.semantic} names no m-line with mid {unknown[0]!r}")
+
+
+def _check_end_of_candidates(description: SessionDescription) -> None:
+    """An offer that ends its candidates without listing one leaves aioice nothing to check
+    and no component to gather for: say so instead of answering with a dead session."""
+    media = description.media
+    if any(m.ice_candidates_complete for m in media) and not any(m.ice_candidates for m in media):
+        raise BadRequest(
+            "the offer has a=end-of-candidates but no candidate: list the candidates, or "
+            "trickle them by PATCH and leave out end-of-candidates"
+        )
 
 
 def _check_media(media: MediaDescription, sending: bool) -> None:
@@ -76,8 +102,25 @@ def _check_media(media: MediaDescription, sending: bool) -> None:
             f"no usable codec in m={media.kind}: offered {sorted(mimes) or 'none'}, "
             f"this relay forwards {', '.join(FORWARDED[media.kind])}"
         )
-    if media.ice is None or not media.ice.usernameFragment or media.dtls is None:
-        raise BadRequest(f"m={media.kind} lacks ICE credentials or a DTLS fingerprint")
+    if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+        raise BadRequest(f"m={media.kind} lacks ICE credentials")
+    if media.dtls is None or not media.dtls.fingerprints:
+        raise BadRequest(f"m={media.kind} lacks a DTLS fingerprint (WebRTC is DTLS-SRTP only)")
+    _check_addresses(media)
+    for codec in media.rtp.codecs:
+        if codec.mimeType.lower() in (*FORWARDED[media.kind], "video/rtx") and not codec.clockRate:
+            raise BadRequest(f"m={media.kind}: {codec.mimeType} has no clock rate")
+
+
+def _check_addresses(media: MediaDescription) -> None:
+    """The connection address and every UDP candidate must be something one can send to: a
+    port out of range or a bogus address would break the session's socket later."""
+    if media.host is not None:
+        parse_candidate(f"0 1 udp 1 {media.host} 9 typ host", None)  # a 400 names the address
+    for candidate in media.ice_candidates:
+        if candidate.protocol.lower() == "udp":
+            line = f"{candidate.foundation} {candidate.component} udp {candidate.priority} "
+            parse_candidate(line + f"{candidate.ip} {candidate.port} typ {candidate.type}", None)
 
 
 def codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:
@@ -86,3 +129,70 @@ def codec_preferences(kind: str) -> list[RTCRtpCodecCapability]:
     capabilities = RTCRtpReceiver.getCapabilities(kind)
     assert capabilities is not None  # aiortc knows both kinds
     return [c for c in capabilities.codecs if c.mimeType.lower() in keep]
+
+
+def normalize_offer(text: str) -> str:
+    """The offer as aiortc 1.16 needs it to answer every valid one: its BUNDLE group in m-line
+    order, and every m-section's candidates (and end-of-candidates) also in the last one.
+
+    - Our transceivers are created in m-line order and aiortc keeps only the first one's
+      transport for the bundle: under another tag (RFC 9143 allows any) it stops that
+      transport and answers without candidates.
+    - aiortc adds the bundle's remote candidates from the last m-section mapped to it
+      (rtcpeerconnection.py, `iceCandidates`), while browsers list them in the first only
+      (RFC 8843 §7.1.3): the relay would learn a Chrome classroom's address only from its
+      connectivity checks.
+    """
+    lines = _with_directions(text.splitlines())
+    sections = [i for i, line in enumerate(lines) if line.startswith("m=")]
+    mids = [_mid(lines, start) for start in sections]
+    lines = [_bundle_in_order(line, mids) for line in lines]
+    if len(sections) < 2:
+        return "\r\n".join(lines) + "\r\n"
+    head, tail = lines[: sections[-1]], lines[sections[-1] :]
+    ended = "a=end-of-candidates" in lines
+    tail = [line for line in tail if line != "a=end-of-candidates"]
+    found = [line for line in head if line.startswith("a=candidate:")]
+    tail += [line for line in dict.fromkeys(found) if line not in tail]
+    tail += ["a=end-of-candidates"] if ended else []
+    return "\r\n".join([*head, *tail]) + "\r\n"
+
+
+DIRECTIONS = ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive")
+
+
+def _with_directions(lines: list[str]) -> list[str]:
+    """`a=sendrecv` in every m-section that has no direction: RFC 3264 §5.1's default, which
+    aiortc's answer does not apply (it fails on the missing attribute)."""
+    out: list[str] = []
+    pending = False  # inside an m-section that has not shown a direction yet
+    for line in lines:
+        if line.startswith("m="):
+            if pending:
+                out.append("a=sendrecv")
+            pending = True
+        elif line.strip() in DIRECTIONS:
+            pending = False
+        out.append(line)
+    if pending:
+        out.append("a=sendrecv")
+    return out
+
+
+def _mid(lines: list[str], start: int) -> str | None:
+    """The a=mid of the m-section starting at line `start`."""
+    for line in lines[start + 1 :]:
+        if line.startswith("m="):
+            return None
+        if line.startswith("a=mid:"):
+            return line.partition(":")[2].strip()
+    return None
+
+
+def _bundle_in_order(line: str, mids: list[str | None]) -> str:
+    """An `a=group:BUNDLE` line with its mids in m-line order; any other line unchanged."""
+    if not line.startswith("a=group:BUNDLE"):
+        return line
+    grouped = line.split()[1:]
+    ordered = [m for m in mids if m in grouped] + [m for m in grouped if m not in mids]
+    return " ".join(["a=group:BUNDLE", *(m for m in ordered if m is not None)])

@@ -2,6 +2,13 @@
 
 Both negotiate as answerer with transceivers created *before* the offer is applied, so the
 codec preferences (VP8 + RTX, Opus) bind: a Safari offer listing H.264 first still gets VP8.
+
+They are created in the offer's m-line order. aiortc 1.16 gives the i-th transceiver of a kind
+to the i-th m-line of that kind, and under max-bundle every transceiver shares the ICE
+transport of the first one created. Applying the offer's BUNDLE group, aiortc stops the
+transport of each bundled m-line whose transceiver was not created as bundled: were the first
+transceiver created not the one of the first m-line (audio created first, a video-first
+offer), that is the one shared transport, and the answer goes out without candidates.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 
 from monitoring import metrics
 from relay.config import MediaConfig
@@ -27,11 +35,24 @@ from relay.core.model import FeedKey, SlotKey
 from relay.rtc import hooks
 from relay.rtc.abr import ClassroomRate
 from relay.rtc.downtrack import DownTrack
-from relay.rtc.sdp import codec_preferences
+from relay.rtc.sdp import codec_preferences, normalize_offer
 from relay.rtc.sender import PacketLoop, SendCounters
 from relay.rtc.upstream import Upstream
 
 logger = logging.getLogger(__name__)
+
+# What aiortc 1.16 raises on offers it parsed but cannot negotiate (found by tests/fuzz.py).
+NEGOTIATION_ERRORS = (
+    ValueError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AssertionError,
+    InvalidAccessError,
+    InvalidStateError,
+    OperationError,
+)
 
 # Connection states after which a session is over (W3C webrtc-pc §4.3.3).
 DEAD_STATES = frozenset({"failed", "closed"})
@@ -67,13 +88,22 @@ class Session:
             self._on_dead(self.id)
 
     async def _answer(self, offer: str) -> str:
-        """Apply the offer and return our complete answer (ICE gathered, no trickle)."""
+        """Apply the offer and return our complete answer (ICE gathered, no trickle).
+
+        What aiortc raises while applying a peer's offer is about that offer: its parser and
+        its negotiation accept SDP they then trip over (a clock rate of 0, a transport a
+        malformed BUNDLE left without). It is a 400 naming the error, logged once."""
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-        except ValueError as exc:
-            raise BadRequest(f"unusable SDP offer: {exc}") from None
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
-        return str(self.pc.localDescription.sdp)
+            description = RTCSessionDescription(normalize_offer(offer), "offer")
+            await self.pc.setRemoteDescription(description)
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except NEGOTIATION_ERRORS as exc:
+            logger.info("session %s: offer not usable: %r", self.id, exc)
+            raise BadRequest(f"unusable SDP offer: {exc or type(exc).__name__}") from None
+        answer = str(self.pc.localDescription.sdp)
+        if "\na=candidate:" not in answer:
+            raise BadRequest("unusable SDP offer: no ICE transport could be set up for it")
+        return answer
 
     async def close(self) -> None:
         """Close the peer connection; safe to call more than once."""
@@ -95,13 +125,14 @@ class PublishSession(Session):
     async def start(
         self,
         offer: str,
-        kinds: frozenset[str],
+        kinds: tuple[str, ...],
         media: MediaConfig,
         renditions: tuple[Rendition, ...],
     ) -> str:
-        """Negotiate receive-only transceivers and tap their receivers; returns the answer."""
+        """Negotiate receive-only transceivers, one per m-line in `kinds` order (at most one of
+        each kind), and tap their receivers; returns the answer."""
         transceivers: dict[str, RTCRtpTransceiver] = {}
-        for kind in sorted(kinds):
+        for kind in kinds:
             transceivers[kind] = self.pc.addTransceiver(kind, direction="recvonly")
             transceivers[kind].setCodecPreferences(codec_preferences(kind))
         answer = await self._answer(offer)
@@ -143,7 +174,8 @@ class PlaySession(Session):
         renditions: tuple[Rendition, ...],
         cap: str | None,
     ) -> str:
-        """Negotiate send-only transceivers, one down track each; returns the answer."""
+        """Negotiate send-only transceivers, one down track per slot in m-line order; returns
+        the answer."""
         limits = {"audio": media.audio_queue_packets, "video": media.video_queue_frames}
         senders = {}
         for slot in slots:
@@ -183,5 +215,6 @@ async def close_quietly(session: Session) -> None:
     """Close a session during cleanup, logging instead of raising."""
     try:
         await asyncio.wait_for(session.close(), timeout=5)
-    except Exception:
-        logger.exception("closing session %s failed", session.id)
+    except Exception as exc:  # aiortc fails to close some half-negotiated connections
+        logger.warning("closing session %s failed: %r", session.id, exc)
+        session.pc.remove_all_listeners()  # nothing of ours keeps it alive then

@@ -12,6 +12,7 @@ from relay.core.model import (
     SlotKey,
     SourceEnded,
     SourceStarted,
+    classroom_slots,
 )
 
 AV = frozenset({"audio", "video"})
@@ -29,13 +30,13 @@ def assigned(events: list[Event]) -> dict[SlotKey, FeedKey | None]:
 
 def test_classroom_joining_before_teacher_gets_no_feed() -> None:
     room = Room("r")
-    events = room.join("c1", "School 1", audio=True, video_slots=1)
+    events = room.join("c1", "School 1", ("audio", "video"))
     assert events == [ClassroomJoined("r", "c1", "School 1")]
 
 
 def test_first_publish_starts_lesson_and_feeds_waiting_classrooms() -> None:
     room = Room("r")
-    room.join("c1", "School 1", audio=True, video_slots=1)
+    room.join("c1", "School 1", ("audio", "video"))
     events = room.publish("p1", "camera", "Ms Li", AV)
     assert events[:2] == [
         LessonStarted("r"),
@@ -59,7 +60,7 @@ def test_video_slots_follow_screen_first_rule(
     video_slots: int, live: list[str], expected: list[FeedKey | None]
 ) -> None:
     room = Room("r")
-    room.join("c", "School", audio=False, video_slots=video_slots)
+    room.join("c", "School", ("video",) * video_slots)
     for i, source in enumerate(live):
         room.publish(f"p{i}", source, "T", AV if source == "camera" else V)
     assert [room.assignments.get(SlotKey("c", "video", i)) for i in range(video_slots)] == expected
@@ -67,7 +68,7 @@ def test_video_slots_follow_screen_first_rule(
 
 def test_screen_share_end_returns_single_slot_to_camera() -> None:
     room = Room("r")
-    room.join("c", "School", audio=True, video_slots=1)
+    room.join("c", "School", ("audio", "video"))
     room.publish("cam", "camera", "T", AV)
     room.publish("scr", "screen", "T", V)
     events = room.unpublish("scr")
@@ -78,7 +79,7 @@ def test_screen_share_end_returns_single_slot_to_camera() -> None:
 
 def test_last_unpublish_ends_lesson_and_unassigns() -> None:
     room = Room("r")
-    room.join("c", "School", audio=True, video_slots=1)
+    room.join("c", "School", ("audio", "video"))
     room.publish("cam", "camera", "T", AV)
     events = room.unpublish("cam")
     assert events[-1] == LessonEnded("r")
@@ -94,14 +95,16 @@ def test_last_unpublish_ends_lesson_and_unassigns() -> None:
         (lambda r: r.publish("p2", "screen", "T", frozenset()), BadRequest),
         (lambda r: r.unpublish("nope"), NotFound),
         (lambda r: r.leave("nope"), NotFound),
-        (lambda r: r.join("c9", "S", audio=True, video_slots=3), BadRequest),
-        (lambda r: r.join("c9", "S", audio=False, video_slots=0), BadRequest),
+        (lambda r: r.join("c9", "S", ("audio", "video", "video", "video")), BadRequest),
+        (lambda r: r.join("c9", "S", ("audio", "video", "audio")), BadRequest),
+        (lambda r: r.join("c9", "S", ("video", "application")), BadRequest),
+        (lambda r: r.join("c9", "S", ()), BadRequest),
     ],
 )
 def test_invalid_actions_raise_and_change_nothing(action, error) -> None:  # type: ignore[no-untyped-def]
     room = Room("r")
     room.publish("p1", "camera", "T", AV)
-    room.join("c1", "S", audio=True, video_slots=1)
+    room.join("c1", "S", ("audio", "video"))
     before = (dict(room.publishers), dict(room.classrooms), dict(room.assignments))
     with pytest.raises(error):
         action(room)
@@ -111,7 +114,43 @@ def test_invalid_actions_raise_and_change_nothing(action, error) -> None:  # typ
 def test_leave_forgets_assignments() -> None:
     room = Room("r")
     room.publish("p1", "camera", "T", AV)
-    room.join("c1", "S", audio=True, video_slots=2)
+    room.join("c1", "S", ("audio", "video", "video"))
     room.leave("c1")
     assert room.assignments == {}
     assert room.classrooms == {}
+
+
+@pytest.mark.parametrize(
+    ("kinds", "expected"),
+    [
+        (("audio", "video"), [("audio", 0), ("video", 0)]),
+        (("video", "audio"), [("video", 0), ("audio", 0)]),
+        (("video",), [("video", 0)]),
+        (("audio",), [("audio", 0)]),
+        (("video", "video", "audio"), [("video", 0), ("video", 1), ("audio", 0)]),
+        (("audio", "video", "video"), [("audio", 0), ("video", 0), ("video", 1)]),
+        (("video", "audio", "video"), [("video", 0), ("audio", 0), ("video", 1)]),
+    ],
+)
+def test_slots_follow_m_line_order_and_video_index_counts_video_m_lines_only(
+    kinds: tuple[str, ...], expected: list[tuple[str, int]]
+) -> None:
+    assert classroom_slots("c", kinds) == tuple(SlotKey("c", k, i) for k, i in expected)
+
+
+@pytest.mark.parametrize(
+    "kinds",
+    [("video", "audio", "video"), ("audio", "video", "video"), ("video", "video", "audio")],
+)
+def test_first_video_m_line_carries_camera_and_second_the_screen_wherever_audio_sits(
+    kinds: tuple[str, ...],
+) -> None:
+    room = Room("r")
+    room.publish("cam", "camera", "T", AV)
+    room.publish("scr", "screen", "T", V)
+    room.join("c", "School", kinds)
+    assert room.assignments == {
+        SlotKey("c", "audio"): CAM_A,
+        SlotKey("c", "video", 0): CAM_V,
+        SlotKey("c", "video", 1): SCR_V,
+    }
