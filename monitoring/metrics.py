@@ -85,6 +85,19 @@ _JOIN_SECONDS = Histogram(
     buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
     registry=REGISTRY,
 )
+_EXPIRED = Counter(
+    "ketang_sessions_expired",
+    "Sessions the relay ended itself: ICE/DTLS never completed (setup), or the peer went "
+    "silent (silent)",
+    ["kind", "reason"],
+    registry=REGISTRY,
+)
+_LIMITED = Counter(
+    "ketang_limited_requests",
+    "Requests and messages refused by a limit (429/503, dropped page messages, timeouts)",
+    ["limit"],
+    registry=REGISTRY,
+)
 _LOOP_LAG = Gauge(
     "ketang_event_loop_lag_seconds",
     "How late the event loop ran a timer, last probe (work that blocks the loop delays media)",
@@ -95,6 +108,9 @@ for _source in ("camera", "screen"):
     _KEYFRAME_REQUESTS.labels(_source)
 for _reason in ("start", "down", "try", "keep", "revert", "cap"):
     _SWITCHES.labels(_reason)
+for _kind in ("whip", "whep"):
+    for _why in ("setup", "silent"):
+        _EXPIRED.labels(_kind, _why)
 _VIDEO_PACKETS, _AUDIO_PACKETS = (
     _FORWARDED_PACKETS.labels("video"),
     _FORWARDED_PACKETS.labels("audio"),
@@ -152,6 +168,16 @@ def count_recorder_error() -> None:
 
 def observe_join(seconds: float) -> None:
     _JOIN_SECONDS.observe(seconds)
+
+
+def count_session_expired(kind: str, reason: str) -> None:
+    """The relay ended a session whose peer never connected or stopped sending."""
+    _EXPIRED.labels(kind, reason).inc()
+
+
+def count_limited(limit: str) -> None:
+    """A limit refused a request or a message."""
+    _LIMITED.labels(limit).inc()
 
 
 def set_loop_lag(seconds: float) -> None:

@@ -114,6 +114,39 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IceConfig:
+    # STUN/TURN servers offered to clients in `Link` headers (RFC 9725 §4.6), comma-separated
+    # stun:, stuns:, turn: or turns: URLs. Empty: clients use none (the relay is reachable).
+    stun_urls: str = ""
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        return tuple(u.strip() for u in self.stun_urls.split(",") if u.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    # Live and negotiating sessions one token may hold: a school's page that reconnects, or
+    # a second projector on the same link, stays under it; a leaked token cannot flood a room.
+    sessions_per_token: int = 6
+    # Sessions one room may hold in one process; beyond, new joins get 503 with Retry-After.
+    sessions_per_room: int = 600
+    # Seconds a new session may take to complete ICE and DTLS before it is ended.
+    setup_seconds: float = 15.0
+    # Seconds without any packet from a connected peer after which it is taken as gone (a
+    # browser sends RTCP about every second and ICE consent checks every 4-6 s, RFC 7675).
+    silence_seconds: float = 8.0
+    # Event WebSockets one token may hold open at once.
+    sockets_per_token: int = 4
+    # Messages per second a page may send on its event WebSocket (a burst of 3 s is allowed).
+    page_messages_per_second: float = 5.0
+    # Seconds a client may take to send a request body (slow bodies hold a connection).
+    body_seconds: float = 10.0
+    # Seconds an HTTP connection may stay idle, or take to send its request headers.
+    idle_seconds: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     # HTTP listener and the URLs it advertises.
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -127,6 +160,10 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # Lesson recording and the course library.
     recording: RecordingConfig = field(default_factory=RecordingConfig)
+    # ICE servers offered to clients.
+    ice: IceConfig = field(default_factory=IceConfig)
+    # What one token, one room and one connection may use.
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 def _section_classes() -> dict[str, type[Any]]:
@@ -332,10 +369,24 @@ def _auth_problems(auth: AuthConfig) -> list[str]:
     return problems
 
 
-def _media_problems(media: MediaConfig) -> list[str]:
-    numbers = {k: v for k, v in dataclasses.asdict(media).items() if isinstance(v, int | float)}
+def _positive(section: object) -> list[str]:
+    """Every number of a section must be positive."""
+    numbers = {
+        k: v
+        for k, v in dataclasses.asdict(section).items()  # type: ignore[call-overload]
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
     return [
         f"{name} must be positive, got {value}" for name, value in numbers.items() if value <= 0
+    ]
+
+
+def _ice_problems(ice: IceConfig) -> list[str]:
+    schemes = ("stun:", "stuns:", "turn:", "turns:")
+    return [
+        f"stun_urls: {url!r} is not a stun:, stuns:, turn: or turns: URL"
+        for url in ice.servers
+        if not url.startswith(schemes) or any(c in url for c in '<>" ,;')
     ]
 
 
@@ -345,7 +396,9 @@ def validate(config: Config) -> None:
         *_server_problems(config.server),
         *_storage_problems(config.storage),
         *_auth_problems(config.auth),
-        *_media_problems(config.media),
+        *_positive(config.media),
+        *_ice_problems(config.ice),
+        *_positive(config.limits),
     ]
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))

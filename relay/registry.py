@@ -51,6 +51,11 @@ class Registry:
         """Every room with a session or an open lesson, as outsiders read it."""
         return [room.snapshot(now) for room in self if room.active]
 
+    def sweep(self, now: float) -> None:
+        """End every room's sessions that never connected in time or went silent."""
+        for room in self:
+            room.sweep(now)
+
     def sample_quality(self, now: float) -> None:
         """One quality sample of every live lesson's classrooms."""
         for room in self:

@@ -20,16 +20,20 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from monitoring import metrics
 from monitoring.quality import LessonQuality, QualitySample
 from recorder.recorder import LessonRecording, Recorder
-from relay.config import MediaConfig, RecordingConfig
+from relay.config import LimitsConfig, MediaConfig, RecordingConfig
 from relay.core import model
 from relay.core.errors import BadRequest, Conflict, NotFound
+from relay.core.limits import Liveness, expired
 from relay.core.model import Event, FeedAssigned, FeedKey, SlotKey
-from relay.core.snapshot import ClassroomView, Lesson, RoomSnapshot, SourceView
+from relay.core.snapshot import ClassroomView, Lesson, Recording, RoomSnapshot, SourceView
+from relay.rtc import hooks
 from relay.rtc.sdp import OfferShape
 from relay.rtc.session import PlaySession, PublishSession, Session, close_quietly
 from relay.rtc.upstream import Upstream
+from relay.sessions import EndedSessions, SessionBook, Ticket
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +52,9 @@ class RoomServices:
 
     media: MediaConfig
     recording: RecordingConfig
+    limits: LimitsConfig
     recorder: Recorder
+    ended: EndedSessions  # sessions that ended lately, across rooms, for a late DELETE
     listeners: list[EventListener]  # shared: the event hub joins once it exists
     clock: Clock
     wall: Clock
@@ -77,6 +83,7 @@ class RoomRuntime:
         self.lesson = Lesson()
         self.uplink: dict[str, float] = {}
         self.watchers = 0  # pages whose event stream follows this room
+        self.book = SessionBook(name, services.limits, services.ended)  # who may act on which
         self._qoe: dict[str, dict[str, float]] = {}  # session -> its page's last report
         self._recording: LessonRecording | None = None
         self._quality = LessonQuality()
@@ -104,7 +111,7 @@ class RoomRuntime:
         session = PublishSession(self.name, new_session_id(), teacher, source, self._on_dead)
         media = self.services.media
         try:
-            answer = await session.start(offer, shape.kinds, media, media.renditions)
+            answer = await session.start(offer, shape.kinds_in_order, media, media.renditions)
             events = self.model.publish(session.id, source, teacher, shape.kinds)
         except BaseException:
             await close_quietly(session)
@@ -120,13 +127,12 @@ class RoomRuntime:
         """Start a classroom playback, its video at most at layer `cap`; returns (session id,
         SDP answer)."""
         session = PlaySession(self.name, new_session_id(), classroom, self._on_dead)
-        slots = (SlotKey(session.id, "audio"),) * shape.audio + tuple(
-            SlotKey(session.id, "video", i) for i in range(shape.video)
-        )
         media = self.services.media
         try:
+            # slots in m-line order; a video slot's index counts video m-lines only
+            slots: tuple[SlotKey, ...] = model.classroom_slots(session.id, shape.kinds_in_order)
             answer = await session.start(offer, slots, media, media.renditions, cap)
-            events = self.model.join(session.id, classroom, bool(shape.audio), shape.video)
+            events = self.model.join(session.id, classroom, shape.kinds_in_order)
         except BaseException:
             await close_quietly(session)
             raise
@@ -145,12 +151,39 @@ class RoomRuntime:
                 raise NotFound(f"no session {session_id!r} in room {self.name!r}")
             self._qoe.pop(session_id, None)
             self._apply(self.model.leave(session_id))
+        self.book.forget(session_id)
         await close_quietly(session)
         self._release_if_idle()
 
-    def owns(self, session_id: str, kind: str) -> bool:
-        """True when the session exists and is of that kind ("whip" or "whep")."""
-        return session_id in (self.publishers if kind == "whip" else self.players)
+    def admit(self, session_id: str, kind: str, owner: str) -> Ticket:
+        """Record who created a new session; from now on the sweep watches its liveness."""
+        session = self.session(session_id)
+        heard = hooks.watch_inbound(session.pc, self.services.clock)
+        return self.book.admit(session_id, kind, owner, self.services.clock(), heard)
+
+    def sweep(self, now: float) -> None:
+        """End sessions that never connected in time, and peers that went silent."""
+        limits = self.services.limits
+        for session_id, ticket in self.book.items():
+            session = self.publishers.get(session_id) or self.players.get(session_id)
+            if session is None:
+                continue
+            connected = session.pc.connectionState == "connected"
+            life = Liveness(ticket.created, connected, ticket.heard.at)
+            reason = expired(now, life, limits.setup_seconds, limits.silence_seconds)
+            if reason is not None:
+                logger.info(
+                    "room %s: ending %s session %s (%s)", self.name, ticket.kind, session_id, reason
+                )
+                metrics.count_session_expired(ticket.kind, reason)
+                self._on_dead(session_id)
+
+    def session(self, session_id: str) -> Session:
+        """A live session by id; 404 if unknown."""
+        session = self.publishers.get(session_id) or self.players.get(session_id)
+        if session is None:
+            raise NotFound(f"no session {session_id!r} in room {self.name!r}")
+        return session
 
     async def close(self) -> None:
         """End every session and close the lesson now (shutdown)."""
@@ -194,7 +227,15 @@ class RoomRuntime:
             classrooms=tuple(self._classrooms(now)),
             publishers=len(self.publishers),
             uplink=dict(self.uplink),
+            recording=self._recording_state(),
         )
+
+    def _recording_state(self) -> Recording:
+        recording = self._recording
+        if recording is None or not self.services.records(self.name):
+            return Recording("off")
+        problem = recording.problem
+        return Recording("failing", problem) if problem else Recording("on")
 
     def _classrooms(self, now: float) -> Iterator[ClassroomView]:
         seen: set[str] = set()

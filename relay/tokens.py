@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -40,6 +41,8 @@ class Grant:
     name: str
     # Expiry, seconds since the epoch.
     exp: float
+    # Names this very token without keeping it (a hash): sessions remember their creator by it.
+    id: str = ""
 
 
 def validate_room(room: str) -> str:
@@ -122,24 +125,29 @@ def _decode(secret: bytes, token: str) -> dict[str, object]:
     return claims
 
 
-def _grant(claims: dict[str, object]) -> Grant:
+def token_id(token: str) -> str:
+    """A token's fingerprint: equal for the same token, useless to anyone who reads it."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+def _grant(claims: dict[str, object], token: str) -> Grant:
     """Typed claims, or Unauthorized: a well-signed token with odd claims came from a bug."""
     room, role, name, exp = (claims[k] for k in ("room", "role", "name", "exp"))
     if not (isinstance(room, str) and isinstance(name, str) and isinstance(role, str)):
         raise Unauthorized("malformed token")
     if role not in ROLES or not isinstance(exp, int | float):
         raise Unauthorized("malformed token")
-    return Grant(room=room, role=role, name=name, exp=float(exp))
+    return Grant(room=room, role=role, name=name, exp=float(exp), id=token_id(token))
 
 
 def read(secret: bytes, token: str) -> Grant:
     """The grant of a valid token, whatever its room and role (callers check those)."""
-    return _grant(_decode(secret, token))
+    return _grant(_decode(secret, token), token)
 
 
 def verify(secret: bytes, token: str, room: str, roles: Collection[str]) -> Grant:
     """The grant of `token` if it may act in `room` as one of `roles`; else 401/403 errors."""
-    grant = _grant(_decode(secret, token))
+    grant = _grant(_decode(secret, token), token)
     if grant.role not in roles:
         raise Forbidden(f"role {grant.role!r} may not do this")
     if grant.room != room and not (grant.role == "admin" and grant.room == ALL_ROOMS):

@@ -13,7 +13,7 @@ import pytest
 
 from relay.config import AuthConfig, ConfigError
 from relay.core.errors import BadRequest, Forbidden, Unauthorized
-from relay.tokens import Grant, issue, load_secret, validate_room, verify
+from relay.tokens import Grant, issue, load_secret, token_id, validate_room, verify
 
 SECRET = b"k" * 32
 OTHER_SECRET = b"o" * 32
@@ -24,8 +24,9 @@ def test_issued_token_verifies_to_its_grant() -> None:
     now = time.time()
     token = issue(SECRET, "r1", "teacher", "Ms Li", DAY, now=now)
     assert verify(SECRET, token, "r1", {"teacher"}) == Grant(
-        "r1", "teacher", "Ms Li", int(now) + DAY
+        "r1", "teacher", "Ms Li", int(now) + DAY, token_id(token)
     )
+    assert token_id(token) != token_id(issue(SECRET, "r1", "teacher", "Ms Li", DAY, now=now + 1))
 
 
 def test_token_carries_issued_at_claim() -> None:

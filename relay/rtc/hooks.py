@@ -104,6 +104,8 @@ def check_aiortc() -> None:
     _require(aioice.ice.StunProtocol.send_data, ("transport", "sendto"), "ICE send")
     _require(RTCRtpSender.__init__, ("_ssrc", "_rtx_ssrc"), "RTCRtpSender SSRCs")
     _require(JitterBuffer.__init__, _JITTER_RING, "JitterBuffer ring")
+    _require(aioice.Connection.__init__, ("_protocols",), "ICE sockets")
+    _require(aiortc.RTCIceTransport.__init__, ("_connection",), "ICE connection")
     _require(RTCRtpReceiver._handle_rtp_packet, ("_data",), "depayloaded RTP payload")
 
 
@@ -170,6 +172,33 @@ class JitterRing(JitterBuffer):
     @property
     def video(self) -> bool:
         return bool(self._is_video)
+
+
+class Heard:
+    """When the last datagram of any kind (media, RTCP, STUN) came from a peer."""
+
+    __slots__ = ("at",)
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+
+def watch_inbound(pc: aiortc.RTCPeerConnection, clock: Callable[[], float]) -> Heard:
+    """Note the time of every datagram the connection's ICE sockets receive, so a peer that
+    vanished is noticed in seconds, not after aioice's 30 s of failed consent checks. Call it
+    once the local description is set (the sockets exist then)."""
+    heard = Heard()
+    transports = {t.receiver.transport.transport for t in pc.getTransceivers()}
+    for transport in transports:
+        for protocol in transport._connection._protocols:
+            original = protocol.datagram_received
+
+            def received(data: Any, addr: Any, original: Any = original) -> None:
+                heard.at = clock()
+                original(data, addr)
+
+            setattr(protocol, "datagram_received", received)
+    return heard
 
 
 def rtp_payload(packet: RtpPacket) -> bytes:
