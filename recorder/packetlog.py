@@ -75,9 +75,12 @@ class PacketLogWriter:
             self._file.flush()
 
     def close(self) -> None:
+        """Flush and close; the file is closed even when the flush fails (a full disk)."""
         if not self._file.closed:
-            self._file.flush()
-            self._file.close()
+            try:
+                self._file.flush()
+            finally:
+                self._file.close()
 
 
 def read_log(path: Path) -> Iterator[Record]:

@@ -91,8 +91,13 @@ class LessonRecording:
 
     @property
     def write_errors(self) -> int:
-        """Tracks whose log failed (a full disk); each was logged and counted once."""
+        """Tracks whose log failed (a full disk): each logged once, the lesson counted once."""
         return len(self.writer.failed) if self.writer is not None else 0
+
+    @property
+    def problem(self) -> str | None:
+        """Why the recording is failing, if it is (its disk is full or not writable)."""
+        return self.writer.problem if self.writer is not None else None
 
     def track(self, source: str, kind: str) -> TrackWriter | None:
         """The subscriber for `kind` of the source's next publication; None when the media is
@@ -211,10 +216,13 @@ class Recorder:
         """Recording directories with logs; those without (no frame was ever written) are
         removed. Runs in a thread: `in self.active` is one atomic look-up, and a lesson is in
         `active` before its writer can create its directory."""
-        if not self.root.exists():
+        try:
+            directories = sorted(self.root.iterdir()) if self.root.exists() else []
+        except OSError as error:  # not a directory, not readable: lessons say so when they fail
+            logger.error("recordings in %s cannot be read: %s", self.root, error)
             return []
         found = []
-        for directory in sorted(self.root.iterdir()):
+        for directory in directories:
             if not directory.is_dir() or directory.name in self.active:
                 continue
             if any(directory.glob("*.log")):

@@ -91,7 +91,8 @@ class LessonWriter:
         self.limit = limit
         self.queued = 0  # bytes put and not written yet (the one being written included)
         self.appended = 0  # records appended to the logs
-        self.failed: set[str] = set()  # tracks whose log failed: logged and counted once each
+        self.failed: set[str] = set()  # tracks whose log failed: each logged once
+        self.problem: str | None = None  # the last failure, in a line people can act on
         self._open_log = open_log
         self._meta = dict(meta)
         self._queue: deque[Queued] = deque()
@@ -191,8 +192,9 @@ class LessonWriter:
         return log
 
     def _fail(self, track: str, error: Exception) -> None:
-        """Give up on a track's log: logged and counted once, its file closed as it stands."""
+        """Give up on a track's log, logged once; its file closed as it stands."""
         self.failed.add(track)
+        self.problem = str(getattr(error, "strerror", None) or error)[:200]
         lesson = self.directory.name
         detail = not isinstance(error, OSError)  # a bug gets its traceback, a full disk not
         logger.error(
@@ -202,7 +204,8 @@ class LessonWriter:
             error,
             exc_info=detail,
         )
-        metrics.count_recorder_error()
+        if len(self.failed) == 1:  # the lesson's recording is failing: counted once
+            metrics.count_recorder_error()
         log = self._logs.pop(track, None)
         if log is not None:
             with contextlib.suppress(Exception):

@@ -8,7 +8,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -19,67 +19,20 @@ from recorder.library import Catalog, LocalStore
 from recorder.recorder import Recorder
 from relay.auth import Auth
 from relay.config import Config
-from relay.core.errors import KetangError, Unauthorized, status_of
+from relay.core.errors import Unauthorized
 from relay.events import EventHub, EventsApi
 from relay.library_api import LibraryApi
+from relay.middleware import cors_middleware, errors_middleware, same_origin
 from relay.pages import Pages
 from relay.registry import Registry
 from relay.rtc.hooks import check_aiortc
 from relay.runtime import Clock, EventListener, RoomServices
+from relay.sessions import EndedSessions
 from relay.signalling import Signalling
 from relay.tls import server_ssl_context
 from relay.tokens import load_secret
 
 logger = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-CORS_HEADERS = {
-    # WHIP/WHEP clients run in pages of other origins (RFC 9725 §4.8 expects CORS support).
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, DELETE, PATCH, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type",
-    "Access-Control-Expose-Headers": "Location, Link",
-}
-
-
-def error_response(request: web.Request, status: int, message: str) -> web.Response:
-    """The one place an error becomes a response: JSON under /api, else one line of text."""
-    metrics.count_http_error(status)
-    if request.path.startswith("/api/"):
-        return web.json_response({"error": message}, status=status)
-    return web.Response(status=status, text=message + "\n")
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map the error tree onto HTTP; unexpected errors are logged and answered 500."""
-    try:
-        return await handler(request)
-    except KetangError as exc:
-        if exc.status >= 500:
-            logger.error("internal error on %s %s: %s", request.method, request.path, exc)
-        return error_response(request, *status_of(exc))
-    except web.HTTPException:
-        raise
-    except Exception as exc:
-        logger.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(request, *status_of(exc))
-
-
-@web.middleware
-async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer preflights and add CORS headers to every response."""
-    if request.method == "OPTIONS":
-        response: web.StreamResponse = web.Response(status=204)
-    else:
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            exc.headers.update(CORS_HEADERS)
-            raise
-    response.headers.update(CORS_HEADERS)
-    return response
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +78,16 @@ async def _probe_loop_lag(interval: float = 0.5) -> None:
         metrics.set_loop_lag(max(loop.time() - before - interval, 0.0))
 
 
+async def _sweep(registry: Registry, clock: Clock, interval: float = 1.0) -> None:
+    """End sessions that never connected in time and peers that went silent, every second."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            registry.sweep(clock())
+        except Exception:  # a bug here must not stop the sweep
+            logger.exception("session sweep failed")
+
+
 async def _sample_quality(registry: Registry, clock: Clock) -> None:
     """Every live lesson's classrooms, every SAMPLE_SECONDS, for its quality history."""
     while True:
@@ -144,17 +107,28 @@ def build_app(config: Config, secret: bytes) -> web.Application:
     catalog = Catalog(LocalStore(data_dir / "library"))
     recorder = Recorder(data_dir, catalog)
     listeners: list[EventListener] = []
-    services = RoomServices(config.media, config.recording, recorder, listeners, clock, time.time)
+    services = RoomServices(
+        config.media,
+        config.recording,
+        config.limits,
+        recorder,
+        EndedSessions(),
+        listeners,
+        clock,
+        time.time,
+    )
     registry = Registry(services)
-    hub = EventHub(registry, clock, time.time)
+    hub = EventHub(registry, config.limits, clock, time.time)
     listeners.append(hub.on_event)
     relay = Relay(config, registry, hub, catalog, recorder, clock)
     auth = Auth(secret)
     pages = Pages(config, auth, secret, hub)
-    app = web.Application(middlewares=[cors_middleware, errors_middleware])
+    guard = same_origin(config.server.public_url)
+    app = web.Application(middlewares=[cors_middleware, guard, errors_middleware])
     app[RELAY] = relay
     app.router.add_routes([web.get("/healthz", relay.healthz), web.get("/metrics", relay.metrics)])
-    app.router.add_routes(Signalling(registry, config.media, auth).routes())
+    signalling = Signalling(registry, config.media, config.ice, config.limits, auth)
+    app.router.add_routes(signalling.routes())
     app.router.add_routes(EventsApi(hub, auth).routes())
     app.router.add_routes(pages.routes())
     app.router.add_routes(LibraryApi(catalog, auth, pages).routes())
@@ -171,6 +145,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         asyncio.ensure_future(relay.hub.tick()),
         asyncio.ensure_future(_probe_loop_lag()),
         asyncio.ensure_future(_sample_quality(relay.registry, relay.clock)),
+        asyncio.ensure_future(_sweep(relay.registry, relay.clock)),
     ]
     recovery = asyncio.ensure_future(relay.recorder.recover())  # lessons a crash left
     yield
@@ -182,11 +157,18 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await relay.recorder.close()
 
 
+def make_runner(app: web.Application, config: Config) -> web.AppRunner:
+    """The HTTP server: a connection idle, or still sending its headers, for idle_seconds is
+    closed (aiohttp's default keeps one an hour, so slow clients could hold sockets)."""
+    return web.AppRunner(app, access_log=None, keepalive_timeout=config.limits.idle_seconds)
+
+
 async def serve(config: Config) -> None:
     """Run the relay until SIGINT or SIGTERM."""
     secret = load_secret(config.auth, config.storage.data_dir)
     app = build_app(config, secret)
-    runner = web.AppRunner(app, access_log=None)
+    # idle keep-alive connections are closed after idle_seconds (aiohttp keeps them an hour)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=config.limits.idle_seconds)
     await runner.setup()
     context: ssl.SSLContext | None = server_ssl_context(config)
     site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=context)

@@ -12,7 +12,10 @@ from collections.abc import Collection
 from aiohttp import web
 
 from relay.core.errors import Forbidden, Unauthorized
-from relay.tokens import Grant, read, verify
+from relay.tokens import ALL_ROOMS, Grant, read, verify
+
+# Roles people hold; `node` is a relay's own (pulling a room's media from another node).
+PEOPLE = frozenset({"teacher", "classroom", "admin"})
 
 
 def request_token(request: web.Request, query: bool) -> str:
@@ -40,8 +43,12 @@ class Auth:
         return verify(self._secret, request_token(request, query), room, roles)
 
     def anyone(self, request: web.Request) -> Grant:
-        """Any valid token, whatever its room and role (the shared library)."""
-        return read(self._secret, request_token(request, query=True))
+        """Any person's valid token, whatever its room (the shared library); a node token is
+        a relay's, good for pulling media only."""
+        grant = read(self._secret, request_token(request, query=True))
+        if grant.role not in PEOPLE:
+            raise Forbidden(f"a {grant.role} token does not open this")
+        return grant
 
     def admin(self, request: web.Request) -> Grant:
         """An admin token, for all rooms or for one."""
@@ -49,3 +56,8 @@ class Auth:
         if grant.role != "admin":
             raise Forbidden("an admin token is needed")
         return grant
+
+
+def may_manage(grant: Grant, room: str) -> bool:
+    """An admin token for this room, or for every room."""
+    return grant.role == "admin" and grant.room in (ALL_ROOMS, room)

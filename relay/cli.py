@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +18,9 @@ from relay.tokens import ALL_ROOMS, ROLES, issue, load_secret
 PROG = "ketang"
 # Exit status for usage and configuration errors, as argparse uses.
 EXIT_USAGE = 2
+# Seconds the demo links `serve` prints stay valid: a working day at the terminal, while a
+# copy left in scrollback or a log does not open the admin page for a week.
+LINK_TTL = 12 * 3600
 
 
 class UsageError(Exception):
@@ -155,9 +157,10 @@ def _load(args: argparse.Namespace, names: Sequence[str], env: Mapping[str, str]
 def print_links(
     config: Config, secret: bytes, room: str = "demo", out: TextIO | None = None
 ) -> None:
-    """Print ready-to-use page links for a demo lesson, so a first lesson needs no other tool."""
+    """Print ready-to-use page links for a demo lesson, so a first lesson needs no other tool.
+    They carry tokens, admin's among them: they live LINK_TTL, not a week."""
     out = out or sys.stdout
-    base, ttl = base_url(config.server), config.auth.token_ttl
+    base, ttl = base_url(config.server), LINK_TTL
     teacher = issue(secret, room, "teacher", "Teacher", ttl)
     admin = issue(secret, ALL_ROOMS, "admin", "admin", ttl)
     classrooms = [issue(secret, room, "classroom", f"Classroom {n}", ttl) for n in (1, 2)]
@@ -182,8 +185,14 @@ def _run_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if config.storage.redis_url is not None:
         # refuse rather than silently run single-node while the operator expects shared state
         raise ConfigError("redis_url: multi-node state through Redis is not implemented yet")
-    print_links(config, load_secret(config.auth, config.storage.data_dir))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    secret = load_secret(config.auth, config.storage.data_dir)
+    if sys.stdout.isatty():  # a person at `make run`; a service's log gets no tokens
+        print_links(config, secret)
+    else:
+        print(f"Ketang relay at {base_url(config.server)} (links: `ketang token`)", flush=True)
+    from relay.logs import configure
+
+    configure()
     from relay.app import serve  # lazy: `ketang token` must not import the media stack
 
     asyncio.run(serve(config))

@@ -18,23 +18,34 @@ import contextlib
 import json
 import logging
 import math
-from dataclasses import asdict
+from collections import Counter
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
+from monitoring import metrics
 from relay.auth import Auth
+from relay.config import LimitsConfig
 from relay.core import model
-from relay.core.errors import BadRequest, KetangError, status_of
+from relay.core.errors import BadRequest, KetangError, TooManyRequests, status_of
+from relay.core.limits import Bucket
 from relay.core.snapshot import Lesson, RoomSnapshot
 from relay.registry import Registry
 from relay.runtime import Clock
-from relay.tokens import ROLES, Grant, validate_room
+from relay.tokens import Grant, validate_room
 
 logger = logging.getLogger(__name__)
 
 # Seconds between quality snapshots: often enough for a live list, rare enough to cost nothing.
 QUALITY_INTERVAL = 2.0
+# Seconds a state change waits for others to go out with it (a flood of lesson messages or
+# fifty joins at once then cost one state message per page, not fifty).
+STATE_DELAY = 0.1
+# Messages over the rate in a row after which the page's socket is closed (a script flooding).
+MAX_REFUSED = 50
+# Who may follow a room's events; a node pulls media, not pages' events.
+PAGE_ROLES = frozenset({"teacher", "classroom", "admin"})
 # Messages waiting for a slow page before it is sent only the newest state instead.
 MAX_BACKLOG = 32
 # A page's message is a small JSON object; anything larger is a bug or an attack.
@@ -86,33 +97,74 @@ def text(raw: object, name: str) -> str:
     return raw.strip()
 
 
-class EventHub:
-    """Fans room events out to the pages watching each room; pages' reports go to the room."""
+@dataclass(eq=False, slots=True)
+class Page:
+    """One open event socket: who it is, its outgoing queue, and its message allowance."""
 
-    def __init__(self, registry: Registry, clock: Clock, wall: Clock) -> None:
+    grant: Grant
+    queue: asyncio.Queue[str]
+    bucket: Bucket
+    refused: int = 0  # messages refused in a row for going over the rate
+
+    @property
+    def school(self) -> str | None:
+        """The classroom whose sessions alone this page may see; None sees every one."""
+        return self.grant.name if self.grant.role == "classroom" else None
+
+
+class EventHub:
+    """Fans room events out to the pages watching each room; pages' reports go to the room.
+
+    Room state goes out at most every STATE_DELAY seconds however many changes or page
+    messages cause it, so one room's flood costs its own pages a few messages, not the
+    event loop (and so the other rooms' media) a stall. A classroom's page sees its own
+    sessions only: another school's session ids are none of its business."""
+
+    def __init__(self, registry: Registry, limits: LimitsConfig, clock: Clock, wall: Clock) -> None:
         self.registry = registry
+        self._limits = limits
         self._clock = clock
         self._wall = wall
-        self.pages: dict[str, set[asyncio.Queue[str]]] = {}
+        self.pages: dict[str, set[Page]] = {}
+        self._sockets: Counter[str] = Counter()  # token id -> open sockets
+        self._dirty: set[str] = set()
+        self._flush: asyncio.TimerHandle | None = None
 
     # out
 
     def on_event(self, event: model.Event) -> None:
-        """A room model event: tell that room's pages, then send them the new state."""
+        """A room model event: tell that room's pages, then soon the new state."""
         message = describe(event)
         if message is None:
             return
-        room = message["room"]
-        self.broadcast(room, message)
-        self.broadcast(room, self.state(room))
+        self.broadcast(message["room"], message)
+        self.changed(message["room"])
+
+    def changed(self, room: str) -> None:
+        """The room's state changed: its pages get it within STATE_DELAY."""
+        self._dirty.add(room)
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(STATE_DELAY, self._send_states)
+
+    def _send_states(self) -> None:
+        self._flush = None
+        rooms, self._dirty = self._dirty, set()
+        for room in rooms:
+            self.broadcast(room, self.state(room))
 
     def broadcast(self, room: str, message: dict[str, Any]) -> None:
-        queues = self.pages.get(room)
-        if not queues:
+        """Queue a message for the room's pages, each seeing what it may."""
+        pages = self.pages.get(room)
+        if not pages:
             return
-        data = json.dumps(message)
-        for queue in queues:
-            offer(queue, data)
+        views: dict[str | None, str | None] = {None: json.dumps(message)}
+        for page in pages:
+            if page.school not in views:
+                seen = visible(message, page.school)
+                views[page.school] = None if seen is None else json.dumps(seen)
+            data = views[page.school]
+            if data is not None:
+                offer(page.queue, data)
 
     def state(self, room: str) -> dict[str, Any]:
         """Everything a page shows about one room, right now."""
@@ -125,29 +177,48 @@ class EventHub:
         """Send every watched room its state each QUALITY_INTERVAL."""
         while True:
             await asyncio.sleep(QUALITY_INTERVAL)
-            for room, queues in list(self.pages.items()):
-                if queues:
+            for room, pages in list(self.pages.items()):
+                if pages:
                     self.broadcast(room, self.state(room))
 
-    def join(self, room: str, queue: asyncio.Queue[str]) -> None:
-        """A page's queue starts getting the room's messages; the room is kept while it does."""
+    def join(self, room: str, grant: Grant) -> Page:
+        """A page starts getting the room's messages; the room is kept while it does.
+        429 when this token already holds its share of sockets."""
+        if self._sockets[grant.id] >= self._limits.sockets_per_token:
+            metrics.count_limited("sockets_per_token")
+            limit = self._limits.sockets_per_token
+            raise TooManyRequests(f"this token already has {limit} event sockets open", 10)
+        rate = self._limits.page_messages_per_second
+        page = Page(grant, asyncio.Queue(), Bucket(rate, 3 * rate))
+        self._sockets[grant.id] += 1
         self.registry.watch(room)
-        self.pages.setdefault(room, set()).add(queue)
+        self.pages.setdefault(room, set()).add(page)
+        return page
 
-    def leave(self, room: str, queue: asyncio.Queue[str]) -> None:
-        queues = self.pages.get(room, set())
-        queues.discard(queue)
-        if not queues:
+    def leave(self, room: str, page: Page) -> None:
+        pages = self.pages.get(room, set())
+        pages.discard(page)
+        if not pages:
             self.pages.pop(room, None)
+        self._sockets[page.grant.id] -= 1
+        if self._sockets[page.grant.id] <= 0:
+            del self._sockets[page.grant.id]
         self.registry.unwatch(room)
 
     # in
 
-    def receive(self, grant: Grant, room: str, message: object) -> dict[str, Any] | None:
+    def receive(self, page: Page, room: str, message: object) -> dict[str, Any] | None:
         """Apply one message from a page; returns a reply, if any. Errors are 4xx."""
+        if not page.bucket.take(self._clock()):
+            page.refused += 1
+            metrics.count_limited("page_messages")
+            raise TooManyRequests(
+                f"too many messages: at most {self._limits.page_messages_per_second:g} a second"
+            )
+        page.refused = 0
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             raise BadRequest('a message is a JSON object with a "type"')
-        kind = message["type"]
+        grant, kind = page.grant, message["type"]
         if kind == "ping":
             return {"type": "pong"}
         runtime = self.registry.get(room)
@@ -159,12 +230,25 @@ class EventHub:
         if kind == "lesson" and grant.role == "teacher":
             fields = {name: text(message.get(name), name) for name in LESSON_FIELDS}
             runtime.set_lesson(Lesson(**fields))
-            self.broadcast(room, self.state(room))
+            self.changed(room)
             return None
         if kind == "uplink" and grant.role == "teacher":
             runtime.report_uplink(numbers(message.get("stats"), UPLINK_FIELDS))
             return None
         raise BadRequest(f"message type {kind!r} is not accepted from a {grant.role}")
+
+
+def visible(message: dict[str, Any], school: str | None) -> dict[str, Any] | None:
+    """What of a message a page may see: everything, or for a classroom's page only its own
+    sessions (None: not this message at all)."""
+    if school is None:
+        return message
+    if message.get("type") == "state":
+        mine = [c for c in message["classrooms"] if c["name"] == school]
+        return {**message, "classrooms": mine}
+    if "name" in message and message.get("event", "").startswith("classroom-"):
+        return message if message["name"] == school else None
+    return message
 
 
 def state_message(snapshot: RoomSnapshot, at: float) -> dict[str, Any]:
@@ -192,6 +276,7 @@ def state_message(snapshot: RoomSnapshot, at: float) -> dict[str, Any]:
             for c in snapshot.classrooms
         ],
         "uplink": dict(snapshot.uplink),
+        "recording": asdict(snapshot.recording),
         "at": at,
     }
 
@@ -238,38 +323,47 @@ class EventsApi:
         self._auth = auth
 
     async def socket(self, request: web.Request) -> web.StreamResponse:
-        """Auth errors are plain HTTP errors before upgrading."""
+        """Auth errors and the socket limit are plain HTTP errors before upgrading."""
         room = validate_room(request.match_info["room"])
-        grant = self._auth.room(request, room, ROLES)
+        grant = self._auth.room(request, room, PAGE_ROLES)
         hub = self._hub
-        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
-        await ws.prepare(request)
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        hub.join(room, queue)
-        offer(queue, json.dumps({"type": "hello", "role": grant.role, "name": grant.name}))
-        offer(queue, json.dumps(hub.state(room)))
-        writer = asyncio.ensure_future(_write(ws, queue))
+        page = hub.join(room, grant)
+        try:
+            ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
+            await ws.prepare(request)
+            await self._serve(ws, page, room)
+        finally:
+            hub.leave(room, page)
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, page: Page, room: str) -> None:
+        """Send what the hub queues for the page; answer what the page sends."""
+        grant = page.grant
+        offer(page.queue, json.dumps({"type": "hello", "role": grant.role, "name": grant.name}))
+        state = visible(self._hub.state(room), page.school)
+        offer(page.queue, json.dumps(state))
+        writer = asyncio.ensure_future(_write(ws, page.queue))
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    offer(queue, json.dumps(_reply(hub, grant, room, msg.data)))
+                    offer(page.queue, json.dumps(_reply(self._hub, page, room, msg.data)))
+                if page.refused > MAX_REFUSED:
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many messages")
         finally:
-            hub.leave(room, queue)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
-        return ws
 
     def routes(self) -> list[web.AbstractRouteDef]:
         return [web.get("/api/rooms/{room}/events", self.socket)]
 
 
-def _reply(hub: EventHub, grant: Grant, room: str, data: str) -> dict[str, Any]:
+def _reply(hub: EventHub, page: Page, room: str, data: str) -> dict[str, Any]:
     """Apply one page message; the reply is an ack, a pong or an error naming the problem."""
     try:
-        reply = hub.receive(grant, room, json.loads(data))
-    except json.JSONDecodeError:
-        return {"type": "error", "error": "message is not JSON"}
+        reply = hub.receive(page, room, json.loads(data))
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        return {"type": "error", "error": "message is not JSON (or nested too deeply)"}
     except KetangError as error:
         return {"type": "error", "error": status_of(error)[1]}
     return reply or {"type": "ok"}

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from recorder.library import Catalog, check_id
-from relay.auth import Auth
+from relay.auth import Auth, may_manage
 from relay.core.errors import Forbidden, KetangError, status_of
 from relay.pages import Pages, error_page, page_html, private_html
 
@@ -23,6 +23,16 @@ def public(meta: dict[str, Any]) -> dict[str, Any]:
     files = {source: f"{base}/{f['file']}" for source, f in meta.get("files", {}).items()}
     poster = f"{base}/{meta['poster']}" if meta.get("poster") else None
     return {**meta, "urls": files, "poster_url": poster}
+
+
+def _empty_suffix(header: str) -> bool:
+    """A Range asking for the last 0 bytes (`bytes=-0`), alone or in a list."""
+    unit, _, ranges = header.partition("=")
+    if unit.strip().lower() != "bytes":
+        return False
+    return any(
+        r.strip().startswith("-") and r.strip()[1:].strip("0") == "" for r in ranges.split(",")
+    )
 
 
 class LibraryApi:
@@ -53,10 +63,13 @@ class LibraryApi:
 
     async def lesson_delete(self, request: web.Request) -> web.Response:
         """DELETE /api/library/{id}: admins only."""
-        if self._auth.anyone(request).role != "admin":
+        grant = self._auth.anyone(request)
+        if grant.role != "admin":
             raise Forbidden("only an admin may delete lessons")
         lesson_id = request.match_info["id"]
-        self.catalog.get(lesson_id)  # 404 if unknown
+        meta = self.catalog.get(lesson_id)  # 404 if unknown
+        if not may_manage(grant, str(meta.get("room", ""))):
+            raise Forbidden(f"this admin token is for room {grant.room!r}")
         self.catalog.remove(lesson_id)
         return web.json_response({"deleted": lesson_id})
 
@@ -66,6 +79,10 @@ class LibraryApi:
         self._auth.anyone(request)
         lesson_id = check_id(request.match_info["id"])
         path = self.catalog.store.path(lesson_id, request.match_info["name"])
+        if _empty_suffix(request.headers.get("Range", "")):
+            # RFC 9110 §14.1.1: a suffix of zero bytes is unsatisfiable (aiohttp sends it all)
+            size = path.stat().st_size
+            raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
         headers = {"Cache-Control": "private, max-age=3600"}
         if request.query.get("download"):
             headers["Content-Disposition"] = f'attachment; filename="{lesson_id}-{path.name}"'

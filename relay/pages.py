@@ -15,12 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.auth import Auth
+from relay.auth import Auth, may_manage
 from relay.config import Config, base_url
 from relay.core.errors import BadRequest, Forbidden, KetangError, status_of
 from relay.events import EventHub, finite
 from relay.registry import Registry
-from relay.tokens import ALL_ROOMS, Grant, issue, validate_room
+from relay.tokens import Grant, issue, validate_room
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 # Longest link lifetime the admin form offers: a school term.
@@ -58,10 +58,6 @@ def private_html(text: str) -> web.Response:
     # pages hold tokens in their URL: keep them out of other sites' Referer headers
     headers = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
     return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
-
-
-def _may_see(grant: Grant, room: str) -> bool:
-    return grant.room in (ALL_ROOMS, room)
 
 
 def _name(raw: object, what: str) -> str:
@@ -122,9 +118,8 @@ class Pages:
     async def rooms_api(self, request: web.Request) -> web.Response:
         """GET /api/rooms: every live room this admin may see, as the pages' state."""
         grant = self._auth.admin(request)
-        rooms = [
-            self._hub.state(r.name) for r in self._registry if r.active and _may_see(grant, r.name)
-        ]
+        visible = [r.name for r in self._registry if r.active and may_manage(grant, r.name)]
+        rooms = [self._hub.state(name) for name in visible]
         return web.json_response({"rooms": rooms})
 
     async def links_api(self, request: web.Request) -> web.Response:
@@ -132,12 +127,12 @@ class Pages:
         grant = self._auth.admin(request)
         try:
             body = await request.json()
-        except ValueError:
-            raise BadRequest("body must be JSON") from None
+        except (ValueError, RecursionError):
+            raise BadRequest("body must be JSON (and not nested deeply)") from None
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
         room = validate_room(str(body.get("room", "")))
-        if not _may_see(grant, room):
+        if not may_manage(grant, room):
             raise Forbidden(f"this admin token is for room {grant.room!r}")
         teacher = _name(body.get("teacher", "teacher"), "teacher")
         names = body.get("classrooms", [])
@@ -146,8 +141,7 @@ class Pages:
         hours = body.get("hours", 12)
         if not finite(hours) or not 0 < hours <= MAX_LINK_HOURS:
             raise BadRequest(f"hours must be a number from 0 to {MAX_LINK_HOURS}")
-        server = self._config.server
-        base = (server.public_url and base_url(server)) or f"{request.scheme}://{request.host}"
+        base = base_url(self._config.server)  # never the request's Host: a client sets that
         ttl = hours * 3600
 
         def link(path: str, role: str, name: str) -> dict[str, str]:

@@ -15,7 +15,7 @@ from aiohttp import web
 from recorder.library import Catalog
 from recorder.recorder import Recorder
 from relay import tokens
-from relay.app import RELAY, build_app
+from relay.app import RELAY, build_app, make_runner
 from relay.config import Config, load_config
 from relay.registry import Registry
 
@@ -82,7 +82,7 @@ async def relay(tmp_path: Path, relay_env: dict[str, str]) -> AsyncIterator[Rela
     config = load_config(None, relay_env, flags)
     secret = b"test-secret-" + b"x" * 32
     app = build_app(config, secret)
-    runner = web.AppRunner(app)
+    runner = make_runner(app, config)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:

@@ -48,6 +48,26 @@ async def test_range_requests_seek_and_bad_ranges_get_416(
     size = int(headers["Content-Range"].rsplit("/", 1)[1])
     status, _, _ = await get(relay, path, token, Range=f"bytes={size + 10}-{size + 20}")
     assert status == 416
+    status, body, headers = await get(relay, path, token, Range="bytes=-0")
+    assert status == 416 and headers["Content-Range"] == f"bytes */{size}" and len(body) < 100
+    status, body, _ = await get(relay, path, token, Range="bytes=-10")
+    assert status == 206 and len(body) == 10
+
+
+async def test_a_room_admin_deletes_only_its_own_rooms_lessons(
+    relay: RelayUnderTest, tmp_path: Path
+) -> None:
+    add_lesson(relay.catalog, tmp_path, "theirs-1", title="Theirs", room="other")
+    url = f"{relay.base}/api/library/theirs-1"
+    for token, status in (
+        (relay.token("mine", "admin", "a"), 403),
+        (relay.token("other", "admin", "b"), 200),
+    ):
+        async with (
+            aiohttp.ClientSession() as http,
+            http.delete(url, headers={"Authorization": f"Bearer {token}"}) as reply,
+        ):
+            assert reply.status == status
 
 
 async def test_download_names_the_file(relay: RelayUnderTest, lesson: str) -> None:

@@ -140,7 +140,7 @@ def full_disk_after(records: int) -> Callable[[Path], PacketLogWriter]:
     return FullDisk
 
 
-async def test_a_full_disk_is_counted_once_per_track_and_what_was_written_is_published(
+async def test_a_full_disk_is_logged_per_track_counted_once_and_what_was_written_published(
     tmp_path: Path, catalog: Catalog, caplog: pytest.LogCaptureFixture
 ) -> None:
     recorder = Recorder(tmp_path, catalog, open_log=full_disk_after(30))
@@ -149,7 +149,8 @@ async def test_a_full_disk_is_counted_once_per_track_and_what_was_written_is_pub
     teach(recording.track("camera", "video"), recording.track("camera", "audio"), 2.0, START)
     recording.finish(INFO, [])
     await published(recorder)
-    assert recording.write_errors == 2 and recorder_errors() == errors + 2
+    assert recording.write_errors == 2 and recorder_errors() == errors + 1
+    assert recording.problem is not None
     failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(failures) == 2 and not any(r.exc_info for r in failures)
     camera = catalog.get(recording.id)["files"]["camera"]

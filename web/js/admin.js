@@ -49,7 +49,15 @@ function roomCard(room) {
     );
     table.append(row);
   }
-  card.append(title, sources, table);
+  card.append(title, sources);
+  if (room.recording?.state === 'failing') {
+    const warning = document.createElement('p');
+    warning.className = 'notice warn';
+    warning.setAttribute('role', 'alert');
+    warning.textContent = `${t('recordingFailing')} (${room.recording.problem})`;
+    card.append(warning);
+  }
+  card.append(table);
   return card;
 }
 

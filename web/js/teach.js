@@ -174,6 +174,12 @@ function toggleMute() {
 const GRADE_KEYS = ['offline', 'qualityPoor', 'qualityFair', 'qualityGood'];
 const GRADE_CSS = ['', 'live', 'warn', 'ok'];
 
+function renderRecording(state) {
+  const failing = state.recording?.state === 'failing';
+  $('recording-failing').classList.toggle('hidden', !failing);
+  $('recording-problem').textContent = failing ? `(${state.recording.problem})` : '';
+}
+
 function renderClassrooms(state) {
   const list = $('classrooms');
   const rooms = state.classrooms || [];
@@ -206,7 +212,10 @@ async function showHealth() {
 }
 
 const events = new RoomEvents(base, config.room, token());
-events.addEventListener('state', (e) => renderClassrooms(e.detail));
+events.addEventListener('state', (e) => {
+  renderClassrooms(e.detail);
+  renderRecording(e.detail);
+});
 events.addEventListener('event', (e) => {
   // the relay ended our publication (it lost our packets, or restarted): publish again
   const {event, session} = e.detail;
