@@ -60,6 +60,14 @@ class ClassroomView:
 
 
 @dataclass(frozen=True, slots=True)
+class Recording:
+    """Whether the lesson is being recorded, as the teacher and the admin see it."""
+
+    state: str  # off (no lesson, or a room not recorded) | on | failing
+    problem: str = ""  # why it is failing (a full or unwritable disk), for people to act on
+
+
+@dataclass(frozen=True, slots=True)
 class RoomSnapshot:
     """Everything known about one room at one moment."""
 
@@ -70,3 +78,4 @@ class RoomSnapshot:
     classrooms: tuple[ClassroomView, ...]
     publishers: int
     uplink: Mapping[str, float] = field(default_factory=dict)  # the teacher page's report
+    recording: Recording = field(default_factory=lambda: Recording("off"))

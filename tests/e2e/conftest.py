@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -32,3 +33,15 @@ async def browser() -> AsyncIterator[Browser]:
             yield chromium
         finally:
             await chromium.close()
+
+
+async def until_true(page: Page, expression: str, timeout: float = 30.0) -> None:
+    """Poll a JS expression until it is truthy. Playwright's wait_for_function compiles its
+    predicate with eval inside the page, which the pages' content security policy forbids
+    (as it should); an evaluate from outside is not subject to it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await page.evaluate(expression):
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {expression}")
+        await asyncio.sleep(0.1)

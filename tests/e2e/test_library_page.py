@@ -7,7 +7,7 @@ from pathlib import Path
 from playwright.async_api import Browser, ViewportSize
 
 from tests.conftest import RelayUnderTest
-from tests.e2e.conftest import needs_chromium
+from tests.e2e.conftest import needs_chromium, until_true
 from tests.recorder.lessons import add_lesson
 
 pytestmark = needs_chromium
@@ -28,13 +28,14 @@ async def test_a_school_finds_plays_and_seeks_a_recorded_lesson(
     assert await page.locator(".lesson-card button.danger").count() == 0  # no delete for schools
     await page.fill("#q", "音乐")
     await page.click("#search button[type=submit]")
-    await page.wait_for_function("document.querySelectorAll('.lesson-card').length === 1")
+    await until_true(page, "document.querySelectorAll('.lesson-card').length === 1")
     await page.click(".lesson-card[data-id=l1] button.primary")
-    await page.wait_for_function("document.querySelector('#lesson-main').currentTime > 0.5")
+    await until_true(page, "document.querySelector('#lesson-main').currentTime > 0.5")
     await page.eval_on_selector("#lesson-main", "v => { v.pause(); v.currentTime = 3.2; }")
-    await page.wait_for_function(
+    await until_true(
+        page,
         "(() => { const v = document.querySelector('#lesson-main');"
-        " return !v.seeking && v.readyState >= 2 && Math.abs(v.currentTime - 3.2) < 0.1; })()"
+        " return !v.seeking && v.readyState >= 2 && Math.abs(v.currentTime - 3.2) < 0.1; })()",
     )
     duration = await page.eval_on_selector("#lesson-main", "v => v.duration")
     assert 3.9 < duration < 4.2

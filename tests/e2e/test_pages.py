@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Browser, Page, ViewportSize
 
 from tests.conftest import RelayUnderTest
-from tests.e2e.conftest import needs_chromium
+from tests.e2e.conftest import needs_chromium, until_true
 
 pytestmark = needs_chromium
 
@@ -122,7 +122,7 @@ async def test_a_lesson_from_the_teacher_page_to_two_classroom_pages(
     await teacher.fill("#title", "认识五线谱")
     await teacher.fill("#subject", "音乐")
     await teacher.fill("#grade", "五年级")
-    await teacher.wait_for_function("document.querySelector('#preview').currentTime > 0.5")
+    await until_true(teacher, "document.querySelector('#preview').currentTime > 0.5")
     await teacher.click("#start")
     await teacher.wait_for_selector("#status[data-state=live]")
 
@@ -133,7 +133,7 @@ async def test_a_lesson_from_the_teacher_page_to_two_classroom_pages(
     assert "认识五线谱" in await early.inner_text("#start-lesson")
 
     # the teacher sees both classrooms
-    await teacher.wait_for_function("document.querySelectorAll('#classrooms li').length === 2")
+    await until_true(teacher, "document.querySelectorAll('#classrooms li').length === 2")
     names = await teacher.inner_text("#classrooms")
     assert "Hope Primary" in names and "Sunrise School" in names
     await shot(teacher, "teacher-live")
