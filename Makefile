@@ -9,7 +9,12 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # lets headless Chromium render the Chinese pages in screenshots as school PCs do.
 APT_PACKAGES := redis-server janus chromium iptables iproute2 fonts-wqy-zenhei prometheus
 
-.PHONY: run test bench lint typecheck pytest system-deps clean
+.PHONY: run test bench fuzz lint typecheck pytest system-deps client-deps clean
+
+# Third-party WHIP/WHEP browser libraries the client tests load (tests/clients/README.md);
+# reinstalled only when the lock file changes.
+CLIENTS := tests/clients
+CLIENTS_STAMP := $(CLIENTS)/node_modules/.package-lock.json
 
 $(STAMP): pyproject.toml
 	@# Debian splits venv/ensurepip into python3-venv
@@ -26,6 +31,16 @@ run: $(STAMP)
 # The benchmark against Janus on this machine; pass options with BENCH_ARGS="--classrooms 10,50".
 bench: $(STAMP) system-deps
 	$(BIN)/ketang bench --peer janus $(BENCH_ARGS)
+
+$(CLIENTS_STAMP): $(CLIENTS)/package-lock.json
+	npm ci --prefix $(CLIENTS) --no-audit --no-fund --loglevel=error
+	touch $@
+
+client-deps: $(CLIENTS_STAMP)
+
+# The signalling fuzz test with thousands of cases (make test runs a few hundred).
+fuzz: $(STAMP)
+	KETANG_FUZZ_CASES=3000 $(BIN)/pytest -q -s tests/test_fuzz.py
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -46,7 +61,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected nothing: that is a broken suite, not a pass.
-pytest: $(STAMP) system-deps
+pytest: $(STAMP) system-deps client-deps
 	@$(BIN)/pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
