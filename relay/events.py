@@ -348,7 +348,9 @@ class EventsApi:
                 if msg.type == WSMsgType.TEXT:
                     offer(page.queue, json.dumps(_reply(self._hub, page, room, msg.data)))
                 if page.refused > MAX_REFUSED:
+                    metrics.count_limited("page_socket_closed")
                     await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many messages")
+                    break
         finally:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -11,10 +11,8 @@ import asyncio
 import itertools
 import json
 import math
-import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from relay.core.codecs import VIDEO_TIME_BASE
 from relay.rtc.session import PlaySession
 from tests import netns
 from tests.conftest import RelayUnderTest, free_port
+from tests.e2e.processes import ClassroomProcess, gaps, start_classroom
 from tests.peers import whip_publish
 
 ROOM = "rural"
@@ -71,44 +70,6 @@ class LoopedClip(MediaStreamTrack):
         self._index = (self._index + 1) % len(self._frames)
         self._count += 1
         return packet
-
-
-@dataclass
-class ClassroomProcess:
-    """The classroom player running in the namespace, and what it reported."""
-
-    process: asyncio.subprocess.Process
-    video: list[tuple[float, int, int]] = field(default_factory=list)
-    audio: list[float] = field(default_factory=list)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def read(self) -> None:
-        assert self.process.stdout is not None
-        async for line in self.process.stdout:
-            record = json.loads(line)
-            if record.get("event") == "ready":
-                self.ready.set()
-            elif record["kind"] == "video":
-                self.video.append((record["t"], record["w"], record["h"]))
-            else:
-                self.audio.append(record["t"])
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-
-
-def gaps(times: list[float], since: float, until: float) -> list[float]:
-    """Silences between arrivals in [since, until], counting its edges: a stream that starts
-    late or stops early has a gap there too."""
-    inside = [since, *(t for t in times if since <= t <= until), until]
-    return [b - a for a, b in itertools.pairwise(inside)]
 
 
 FREEZE = 0.15 + 1 / FPS  # an inter-frame gap this long is a freeze (W3C freezeCount)
@@ -167,14 +128,7 @@ async def join(relay: RelayUnderTest, name: str, link: netns.Link | None) -> Cla
     host = link.host_ip if link else "127.0.0.1"
     url = f"http://{host}:{relay.config.server.port}/whep/{ROOM}"
     token = relay.token(ROOM, "classroom", name)
-    argv = [sys.executable, "-m", "tests.e2e.classroom_process", url, token]
-    process = await asyncio.create_subprocess_exec(
-        *(link.command(argv) if link else argv),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=Path(__file__).parents[2],
-    )
-    return ClassroomProcess(process)
+    return await start_classroom(url, token, link.command([]) if link else None)
 
 
 @pytest.mark.timeout(180)
