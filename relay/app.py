@@ -8,7 +8,7 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -67,6 +67,9 @@ class Relay:
 
 
 RELAY = web.AppKey("ketang", Relay)
+# Seconds between two sweeps of sessions that expired: a vanished classroom leaves within
+# silence_seconds plus this.
+SWEEP_SECONDS = 1.0
 
 
 async def _probe_loop_lag(interval: float = 0.5) -> None:
@@ -78,24 +81,15 @@ async def _probe_loop_lag(interval: float = 0.5) -> None:
         metrics.set_loop_lag(max(loop.time() - before - interval, 0.0))
 
 
-async def _sweep(registry: Registry, clock: Clock, interval: float = 1.0) -> None:
-    """End sessions that never connected in time and peers that went silent, every second."""
+async def _every(interval: float, work: Callable[[float], None], clock: Clock) -> None:
+    """Run `work(now)` every `interval` seconds; a bug in it is logged, and the next run
+    comes all the same (the lesson must not stop for it)."""
     while True:
         await asyncio.sleep(interval)
         try:
-            registry.sweep(clock())
-        except Exception:  # a bug here must not stop the sweep
-            logger.exception("session sweep failed")
-
-
-async def _sample_quality(registry: Registry, clock: Clock) -> None:
-    """Every live lesson's classrooms, every SAMPLE_SECONDS, for its quality history."""
-    while True:
-        await asyncio.sleep(SAMPLE_SECONDS)
-        try:
-            registry.sample_quality(clock())
-        except Exception:  # a bug here must not stop the lesson
-            logger.exception("quality sampling failed")
+            work(clock())
+        except Exception:
+            logger.exception("periodic %s failed", getattr(work, "__name__", work))
 
 
 def build_app(config: Config, secret: bytes) -> web.Application:
@@ -144,8 +138,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     tasks = [
         asyncio.ensure_future(relay.hub.tick()),
         asyncio.ensure_future(_probe_loop_lag()),
-        asyncio.ensure_future(_sample_quality(relay.registry, relay.clock)),
-        asyncio.ensure_future(_sweep(relay.registry, relay.clock)),
+        # every live lesson's classrooms, for its quality history
+        asyncio.ensure_future(_every(SAMPLE_SECONDS, relay.registry.sample_quality, relay.clock)),
+        # sessions that never connected in time, and peers that went silent
+        asyncio.ensure_future(_every(SWEEP_SECONDS, relay.registry.sweep, relay.clock)),
     ]
     recovery = asyncio.ensure_future(relay.recorder.recover())  # lessons a crash left
     yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator
 
@@ -24,15 +25,22 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
+@contextlib.asynccontextmanager
+async def chromium(flags: list[str] = FLAGS) -> AsyncIterator[Browser]:
+    """One headless Debian Chromium with these flags; never a downloaded one."""
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    """One headless Chromium with fake camera, microphone and screen; never a downloaded one."""
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    """One headless Chromium with fake camera, microphone and screen."""
+    async with chromium() as launched:
+        yield launched
 
 
 async def until_true(page: Page, expression: str, timeout: float = 30.0) -> None:

@@ -26,12 +26,11 @@ from playwright.async_api import (
     Page,
     Request,
     Response,
-    async_playwright,
 )
 from playwright.async_api import Error as PlaywrightError
 
 from tests.conftest import RelayUnderTest, free_port, settled
-from tests.e2e.conftest import CHROMIUM, FLAGS, needs_chromium
+from tests.e2e.conftest import FLAGS, chromium, needs_chromium
 from tests.media import CounterVideoTrack, ToneAudioTrack
 from tests.peers import FrameLog, Playback, Publication, whep_play, whip_publish
 
@@ -91,12 +90,8 @@ async def browser() -> AsyncIterator[Browser]:
     """Headless Chromium as tests/e2e/conftest.py launches it, but with a 30 fps fake camera
     like a real webcam's: the fake device's default of 20 fps is below what classrooms get."""
     flags = [f"{f}=fps=30" if f == "--use-fake-device-for-media-stream" else f for f in FLAGS]
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium(flags) as launched:
+        yield launched
 
 
 # serving the client pages
