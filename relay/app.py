@@ -105,6 +105,7 @@ def build_app(config: Config, secret: bytes) -> web.Application:
         config.media,
         config.recording,
         config.limits,
+        config.ice,
         recorder,
         EndedSessions(),
         listeners,

@@ -65,6 +65,9 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser], common: _Parser) -
         help="serve HTTPS with a generated self-signed certificate",
     )
     serve.add_argument("--public-url", help="base URL for printed links (e.g. behind a proxy)")
+    serve.add_argument(
+        "--public-ip", metavar="ADDR", help="address classrooms reach the relay on (1:1 NAT)"
+    )
     serve.set_defaults(run=_run_serve)
 
 
@@ -144,6 +147,7 @@ _SERVE_FLAGS = (
     "tls_key",
     "self_signed",
     "public_url",
+    "public_ip",
 )
 _TOKEN_FLAGS = ("data_dir", "token_ttl")
 

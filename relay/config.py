@@ -8,6 +8,7 @@ Nothing here reads `os.environ`; the entry point passes the environment in.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import tomllib
 import typing
@@ -118,6 +119,12 @@ class IceConfig:
     # STUN/TURN servers offered to clients in `Link` headers (RFC 9725 §4.6), comma-separated
     # stun:, stuns:, turn: or turns: URLs. Empty: clients use none (the relay is reachable).
     stun_urls: str = ""
+    # The address classrooms reach this relay on when it sits behind 1:1 NAT (a cloud VM sees
+    # only its private address): its host candidates carry this one instead, as Janus's
+    # nat_1_1_mapping does. None: the addresses of the machine's own interfaces.
+    public_ip: str | None = None
+    # With public_ip, also keep the private host candidates (classrooms on the same LAN).
+    keep_private_ip: bool = False
 
     @property
     def servers(self) -> tuple[str, ...]:
@@ -383,7 +390,13 @@ def _positive(section: object) -> list[str]:
 
 def _ice_problems(ice: IceConfig) -> list[str]:
     schemes = ("stun:", "stuns:", "turn:", "turns:")
-    return [
+    problems = []
+    if ice.public_ip is not None:
+        try:
+            ipaddress.ip_address(ice.public_ip)
+        except ValueError:
+            problems.append(f"public_ip must be an IP address, got {ice.public_ip!r}")
+    return problems + [
         f"stun_urls: {url!r} is not a stun:, stuns:, turn: or turns: URL"
         for url in ice.servers
         if not url.startswith(schemes) or any(c in url for c in '<>" ,;')

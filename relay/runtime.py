@@ -23,14 +23,14 @@ from typing import Any
 from monitoring import metrics
 from monitoring.quality import LessonQuality, QualitySample
 from recorder.recorder import LessonRecording, Recorder
-from relay.config import LimitsConfig, MediaConfig, RecordingConfig
+from relay.config import IceConfig, LimitsConfig, MediaConfig, RecordingConfig
 from relay.core import model
 from relay.core.errors import BadRequest, Conflict, NotFound
 from relay.core.limits import Liveness, expired
 from relay.core.model import Event, FeedAssigned, FeedKey, SlotKey
 from relay.core.snapshot import ClassroomView, Lesson, Recording, RoomSnapshot, SourceView
 from relay.rtc import hooks
-from relay.rtc.sdp import OfferShape
+from relay.rtc.sdp import OfferShape, advertise
 from relay.rtc.session import PlaySession, PublishSession, Session, close_quietly
 from relay.rtc.upstream import Upstream
 from relay.sessions import EndedSessions, SessionBook, Ticket
@@ -53,6 +53,7 @@ class RoomServices:
     media: MediaConfig
     recording: RecordingConfig
     limits: LimitsConfig
+    ice: IceConfig
     recorder: Recorder
     ended: EndedSessions  # sessions that ended lately, across rooms, for a late DELETE
     listeners: list[EventListener]  # shared: the event hub joins once it exists
@@ -119,7 +120,7 @@ class RoomRuntime:
         self.publishers[session.id] = session
         self.upstreams.update(session.upstreams)
         self._apply(events)
-        return session.id, answer
+        return session.id, self._advertised(answer)
 
     async def play(
         self, classroom: str, offer: str, shape: OfferShape, cap: str | None = None
@@ -138,7 +139,12 @@ class RoomRuntime:
             raise
         self.players[session.id] = session
         self._apply(events)
-        return session.id, answer
+        return session.id, self._advertised(answer)
+
+    def _advertised(self, answer: str) -> str:
+        """The answer with the relay's public address, when it is behind 1:1 NAT."""
+        ice = self.services.ice
+        return advertise(answer, ice.public_ip, ice.keep_private_ip)
 
     async def end(self, session_id: str) -> None:
         """End a publication or playback by id; 404 if unknown."""

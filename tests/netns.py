@@ -116,3 +116,66 @@ def leftovers() -> list[str]:
     names = _run("ip", "netns", "list").stdout.split()
     links = _run("ip", "-o", "link", "show").stdout.split()
     return [n for n in names + links if n.startswith(PREFIX) or n.startswith(f"{PREFIX}h")]
+
+
+@dataclass
+class CloudNat:
+    """A school behind its own NAT and a relay VM behind a cloud's 1:1 NAT, joined by a
+    router namespace that stands for the internet; the host takes no part."""
+
+    school: str
+    router: str
+    vm: str
+    school_ip: str
+    vm_ip: str
+    public_ip: str
+
+    def command(self, namespace: str, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", namespace, *argv]
+
+
+def _pair(a: str, b: str, a_dev: str, b_dev: str, a_ip: str, b_ip: str) -> None:
+    """A veth pair between namespaces `a` and `b`, addressed /24 and up."""
+    _run("ip", "link", "add", a_dev, "netns", a, "type", "veth", "peer", "name", b_dev,
+         "netns", b)  # fmt: skip
+    for namespace, dev, ip in ((a, a_dev, a_ip), (b, b_dev, b_ip)):
+        _run("ip", "netns", "exec", namespace, "ip", "addr", "add", f"{ip}/24", "dev", dev)
+        _run("ip", "netns", "exec", namespace, "ip", "link", "set", dev, "up")
+        _run("ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up")
+
+
+@contextmanager
+def cloud_nat() -> Iterator[CloudNat]:
+    """The classroom's private address is reachable by nobody (its NAT answers only what it
+    sent), and the VM's private address is reachable only through its public one."""
+    tag = f"{os.getpid() % 100000}{next(_counter)}"
+    net = 100 + os.getpid() % 100
+    nat = CloudNat(f"{PREFIX}s{tag}", f"{PREFIX}r{tag}", f"{PREFIX}v{tag}",
+                   f"10.{net}.1.2", f"10.{net}.2.2", f"198.51.100.{10 + net % 200}")  # fmt: skip
+    school_dev, vm_dev = f"{PREFIX}rs{tag}", f"{PREFIX}rv{tag}"
+    try:
+        for namespace in (nat.school, nat.router, nat.vm):
+            _run("ip", "netns", "add", namespace)
+        _pair(nat.router, nat.school, school_dev, f"{PREFIX}s{tag}", f"10.{net}.1.1", nat.school_ip)
+        _pair(nat.router, nat.vm, vm_dev, f"{PREFIX}v{tag}", f"10.{net}.2.1", nat.vm_ip)
+        for namespace, gateway in ((nat.school, f"10.{net}.1.1"), (nat.vm, f"10.{net}.2.1")):
+            _run(*nat.command(namespace, ["ip", "route", "add", "default", "via", gateway]))
+        router = functools.partial(nat.command, nat.router)
+        _run(*router(["sysctl", "-qw", "net.ipv4.ip_forward=1"]))
+        nat_rules = [
+            ["-t", "nat", "-A", "PREROUTING", "-d", nat.public_ip, "-j", "DNAT",
+             "--to-destination", nat.vm_ip],
+            ["-t", "nat", "-A", "POSTROUTING", "-s", nat.vm_ip, "-o", school_dev, "-j", "SNAT",
+             "--to-source", nat.public_ip],
+            ["-t", "nat", "-A", "POSTROUTING", "-s", f"10.{net}.1.0/24", "-o", vm_dev, "-j",
+             "MASQUERADE"],
+            ["-P", "FORWARD", "DROP"],
+            ["-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED,DNAT", "-j",
+             "ACCEPT"],
+        ]  # fmt: skip
+        for rule in nat_rules:
+            _run(*router(["iptables", *rule]))
+        yield nat
+    finally:
+        for namespace in (nat.school, nat.router, nat.vm):
+            _run("ip", "netns", "del", namespace, check=False)

@@ -196,3 +196,27 @@ def _bundle_in_order(line: str, mids: list[str | None]) -> str:
     grouped = line.split()[1:]
     ordered = [m for m in mids if m in grouped] + [m for m in grouped if m not in mids]
     return " ".join(["a=group:BUNDLE", *(m for m in ordered if m is not None)])
+
+
+def advertise(answer: str, public_ip: str | None, keep_private: bool = False) -> str:
+    """The answer with its host candidates (and `c=`) on `public_ip`: behind 1:1 NAT the
+    relay's sockets see a private address that no classroom can reach, while the NAT maps
+    the public one, port for port, onto it. The private candidates stay with `keep_private`
+    (classrooms on the relay's own LAN), at a lower priority."""
+    if public_ip is None:
+        return answer
+    family = "IP6" if ":" in public_ip else "IP4"
+    out: list[str] = []
+    for line in answer.splitlines():
+        bits = line.split()
+        same_family = len(bits) >= 8 and (":" in bits[4]) == (family == "IP6")
+        if line.startswith("a=candidate:") and same_family and bits[7] == "host":
+            public = [*bits[:4], public_ip, *bits[5:]]
+            out.append(" ".join(public))
+            if keep_private:
+                out.append(" ".join([*bits[:3], str(max(int(bits[3]) - 1000, 0)), *bits[4:]]))
+        elif line.startswith("c=IN "):
+            out.append(f"c=IN {family} {public_ip}")
+        else:
+            out.append(line)
+    return "\r\n".join(out) + "\r\n"
