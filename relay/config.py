@@ -125,10 +125,27 @@ class IceConfig:
     public_ip: str | None = None
     # With public_ip, also keep the private host candidates (classrooms on the same LAN).
     keep_private_ip: bool = False
+    # TURN servers for classrooms that cannot reach the relay over UDP (a school firewall
+    # letting out only TCP 443), comma-separated turn:/turns: URLs, e.g.
+    # "turn:turn.example.org:3478?transport=udp,turns:turn.example.org:443?transport=tcp".
+    turn_urls: str = ""
+    # coturn's static-auth-secret (use-auth-secret): the relay mints credentials from it.
+    turn_secret: str | None = None
+    # Seconds a minted TURN credential stays valid: a school day, so a projector page that
+    # reconnects in the afternoon still can; a leaked one is worthless by the next morning.
+    turn_ttl: int = 43200
 
     @property
     def servers(self) -> tuple[str, ...]:
-        return tuple(u.strip() for u in self.stun_urls.split(",") if u.strip())
+        return _urls(self.stun_urls)
+
+    @property
+    def turn(self) -> tuple[str, ...]:
+        return _urls(self.turn_urls)
+
+
+def _urls(text: str) -> tuple[str, ...]:
+    return tuple(u.strip() for u in text.split(",") if u.strip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,10 +413,14 @@ def _ice_problems(ice: IceConfig) -> list[str]:
             ipaddress.ip_address(ice.public_ip)
         except ValueError:
             problems.append(f"public_ip must be an IP address, got {ice.public_ip!r}")
+    if ice.turn and ice.turn_secret is None:
+        problems.append("turn_urls need turn_secret (coturn's static-auth-secret)")
+    urls: list[tuple[str, str, tuple[str, ...]]] = [("stun_urls", u, schemes) for u in ice.servers]
+    urls += [("turn_urls", u, ("turn:", "turns:")) for u in ice.turn]
     return problems + [
-        f"stun_urls: {url!r} is not a stun:, stuns:, turn: or turns: URL"
-        for url in ice.servers
-        if not url.startswith(schemes) or any(c in url for c in '<>" ,;')
+        f"{name}: {url!r} is not a {' or '.join(allowed)} URL"
+        for name, url, allowed in urls
+        if not url.startswith(allowed) or any(c in url for c in '<>" ,;')
     ]
 
 

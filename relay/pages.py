@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from relay.config import Config, base_url
 from relay.core.errors import BadRequest, Forbidden, KetangError, status_of
 from relay.events import EventHub, finite
 from relay.registry import Registry
+from relay.signalling import client_ice_servers
 from relay.tokens import Grant, issue, validate_room
 
 WEB = Path(__file__).resolve().parent.parent / "web"
@@ -81,11 +83,19 @@ class Pages:
 
     def settings(self, grant: Grant, room: str | None) -> dict[str, Any]:
         """What a page's script is told about its viewer."""
+        servers = client_ice_servers(self._config.ice, grant.name, time.time())
         return {
             "room": room,
             "role": grant.role,
             "name": grant.name,
             "grafana": self._config.metrics.grafana_url,
+            # before the page builds its RTCPeerConnection: TURN only works if it is there
+            "iceServers": [
+                {"urls": s.url, "username": s.username, "credential": s.credential}
+                if s.username is not None
+                else {"urls": s.url}
+                for s in servers
+            ],
         }
 
     async def _room_page(self, request: web.Request, template: str, role: str) -> web.Response:

@@ -10,6 +10,7 @@ ICE candidates by PATCH (RFC 9725 §4.3).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -31,6 +32,7 @@ from relay.core.errors import (
 from relay.core.ladder import LadderError, check_cap
 from relay.core.sdpfrag import MEDIA_TYPE as SDPFRAG_TYPE
 from relay.core.sdpfrag import parse_fragment
+from relay.core.turn import IceServer, ice_servers
 from relay.registry import Registry
 from relay.rtc import trickle
 from relay.rtc.sdp import check_offer
@@ -81,9 +83,21 @@ async def read_body(request: web.Request, media_type: str, limit: int, seconds: 
         raise BadRequest("body is not UTF-8") from None
 
 
-def link_header(ice: IceConfig) -> list[tuple[str, str]]:
-    """The ICE servers clients should use, as `Link` headers (RFC 9725 §4.6)."""
-    return [("Link", f'<{url}>; rel="ice-server"') for url in ice.servers]
+def client_ice_servers(ice: IceConfig, name: str, wall: float) -> list[IceServer]:
+    """The ICE servers one client gets: STUN as configured, TURN with its own credentials."""
+    return ice_servers(ice.servers, ice.turn, ice.turn_secret, name, wall, ice.turn_ttl)
+
+
+def link_header(servers: list[IceServer]) -> list[tuple[str, str]]:
+    """ICE servers as `Link` headers (RFC 9725 §4.6)."""
+    links = []
+    for server in servers:
+        value = f'<{server.url}>; rel="ice-server"'
+        if server.username is not None:
+            value += f'; username="{server.username}"; credential="{server.credential}"'
+            value += '; credential-type="password"'
+        links.append(("Link", value))
+    return links
 
 
 class Signalling:
@@ -152,7 +166,8 @@ class Signalling:
         finally:
             self._registry.release(room)
         headers = [("Location", f"/{kind}/{room}/{session_id}"), ("ETag", ticket.etag)]
-        headers += [("Accept-Patch", SDPFRAG_TYPE), *link_header(self._ice)]
+        servers = client_ice_servers(self._ice, grant.name, time.time())
+        headers += [("Accept-Patch", SDPFRAG_TYPE), *link_header(servers)]
         response = web.Response(status=201, text=answer, content_type=SDP_TYPE)
         for name, value in headers:
             response.headers.add(name, value)
@@ -210,9 +225,10 @@ class Signalling:
         return web.Response(status=204, headers={"ETag": ticket.etag})
 
     async def options(self, request: web.Request) -> web.Response:
-        """A CORS preflight or a client asking for the ICE servers (RFC 9725 §4.6)."""
+        """A CORS preflight or a client asking for the ICE servers (RFC 9725 §4.6). A
+        preflight carries no token, so TURN credentials go only with the 201."""
         response = web.Response(status=204, headers={"Accept-Post": SDP_TYPE})
-        for name, value in link_header(self._ice):
+        for name, value in link_header([IceServer(url) for url in self._ice.servers]):
             response.headers.add(name, value)
         return response
 

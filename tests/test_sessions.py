@@ -5,7 +5,10 @@ the deadlines for sessions that never connect or go silent."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +30,8 @@ FRAG = "application/trickle-ice-sdpfrag"
 def relay_env() -> dict[str, str]:
     return {
         "KETANG_STUN_URLS": "stun:stun.example.org:3478",
+        "KETANG_TURN_URLS": "turns:turn.example.org:443?transport=tcp",
+        "KETANG_TURN_SECRET": "coturn-static-auth-secret",
         "KETANG_SESSIONS_PER_TOKEN": "2",
         "KETANG_SETUP_SECONDS": "2",
         "KETANG_SILENCE_SECONDS": "3",
@@ -126,7 +131,17 @@ async def test_a_trickling_classroom_gets_201_with_etag_and_links_and_plays_afte
         status, headers, links = await client.post()
         assert status == 201
         assert re.fullmatch(r'"[\w-]+"', headers["ETag"])
-        assert links == ['<stun:stun.example.org:3478>; rel="ice-server"']
+        assert links[0] == '<stun:stun.example.org:3478>; rel="ice-server"'
+        turn = re.fullmatch(
+            r'<turns:turn.example.org:443\?transport=tcp>; rel="ice-server"; '
+            r'username="(\d+):East"; credential="([^"]+)"; credential-type="password"',
+            links[1],
+        )
+        assert turn is not None and len(links) == 2
+        expiry, password = int(turn.group(1)), turn.group(2)
+        assert 0 < expiry - time.time() <= 43200 + 5  # the school day it is good for
+        digest = hmac.new(b"coturn-static-auth-secret", f"{expiry}:East".encode(), "sha1")
+        assert password == base64.b64encode(digest.digest()).decode()  # coturn's REST scheme
         assert headers["Accept-Patch"] == FRAG
         body = fragment(client.offer, client.candidates)
         assert await client.patch(body, **{"If-Match": client.etag}) == 204

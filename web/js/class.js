@@ -1,10 +1,11 @@
 // Classroom projector player: one click to start (full screen, sound), then it runs by itself:
 // waits for the lesson, shows the screen share large with the teacher as picture-in-picture,
 // reconnects with back-off, keeps the screen awake, and reports its quality to the relay.
-import {Backoff, RoomEvents, grade, playbackQoe, whep} from './client.js';
+import {Backoff, RoomEvents, grade, playbackQoe, useIceServers, whep} from './client.js';
 import {languageSwitch, pageConfig, t, token, translate} from './i18n.js';
 
 const config = pageConfig();
+useIceServers(config.iceServers);
 const base = location.origin;
 const $ = (id) => document.getElementById(id);
 const STARTED_KEY = `ketang.started.${config.room}`;

@@ -78,9 +78,18 @@ class Session {
   }
 }
 
+// ICE servers for every peer connection: the page's own, TURN credentials included, which
+// the relay puts in the page's config (a school behind a firewall needs TURN from the start).
+let iceServers = [];
+
+/** Use these RTCIceServer entries for the peer connections made from now on. */
+export function useIceServers(servers) {
+  iceServers = Array.isArray(servers) ? servers : [];
+}
+
 /** Publish `stream` as the room's `source` ("camera" or "screen") over WHIP. */
 export async function whip(base, room, token, stream, source) {
-  const pc = new RTCPeerConnection({bundlePolicy: 'max-bundle'});
+  const pc = new RTCPeerConnection({bundlePolicy: 'max-bundle', iceServers});
   for (const track of stream.getTracks()) pc.addTransceiver(track, {direction: 'sendonly', streams: [stream]});
   try {
     const url = `${base}/whip/${encodeURIComponent(room)}?source=${source}`;
@@ -94,7 +103,7 @@ export async function whip(base, room, token, stream, source) {
 /** Play the room over WHEP: audio, the camera slot, the screen slot. `onTrack(track, slot)`
  * gets slot "audio", "camera" or "screen". `quality` caps the picture ("low", "audio"). */
 export async function whep(base, room, token, onTrack, quality = null) {
-  const pc = new RTCPeerConnection({bundlePolicy: 'max-bundle'});
+  const pc = new RTCPeerConnection({bundlePolicy: 'max-bundle', iceServers});
   const slots = new Map();
   slots.set(pc.addTransceiver('audio', {direction: 'recvonly'}), 'audio');
   slots.set(pc.addTransceiver('video', {direction: 'recvonly'}), 'camera');

@@ -1,9 +1,10 @@
 // Teacher studio: preview and device pickers, start/stop the lesson over WHIP, screen share as
 // a second source, mute, the classrooms online, uplink health, and republishing after a drop.
-import {Backoff, RoomEvents, grade, uplinkHealth, whip} from './client.js';
+import {Backoff, RoomEvents, grade, uplinkHealth, useIceServers, whip} from './client.js';
 import {languageSwitch, pageConfig, t, token, translate} from './i18n.js';
 
 const config = pageConfig();
+useIceServers(config.iceServers);
 const base = location.origin;
 const $ = (id) => document.getElementById(id);
 // a connection "disconnected" this long is treated as lost (ICE consent takes ~30 s to fail)
