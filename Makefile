@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # Debian packages the test suite drives for real (installed only when absent); the CJK font
 # lets headless Chromium render the Chinese pages in screenshots as school PCs do.
-APT_PACKAGES := redis-server janus chromium iptables iproute2 fonts-wqy-zenhei prometheus
+APT_PACKAGES := redis-server janus chromium iptables iproute2 fonts-wqy-zenhei prometheus coturn
 
 .PHONY: run test bench fuzz lint typecheck pytest system-deps client-deps clean
 

@@ -133,6 +133,17 @@ class CloudNat:
     def command(self, namespace: str, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", namespace, *argv]
 
+    def school_firewall(self) -> None:
+        """The school lets no UDP out (the relay's media port nor anything else): TCP only."""
+        subnet = self.school_ip.rsplit(".", 1)[0] + ".0/24"
+        rule = ["iptables", "-I", "FORWARD", "1", "-s", subnet, "-p", "udp", "-j", "DROP"]
+        _run(*self.command(self.router, rule))
+
+    def udp_dropped(self) -> int:
+        """UDP packets from the school the firewall dropped so far."""
+        rule = ["iptables", "-L", "FORWARD", "1", "-v", "-n", "-x"]  # the firewall's rule
+        return int(_run(*self.command(self.router, rule)).stdout.split()[0])
+
 
 def _pair(a: str, b: str, a_dev: str, b_dev: str, a_ip: str, b_ip: str) -> None:
     """A veth pair between namespaces `a` and `b`, addressed /24 and up."""

@@ -19,7 +19,13 @@ from urllib.parse import urljoin
 
 import aiohttp
 import av
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from tests.media import read_counter
@@ -31,14 +37,15 @@ WAIT_TIMEOUT = 10.0
 F = TypeVar("F", av.VideoFrame, av.AudioFrame)
 
 
-def new_peer_connection() -> RTCPeerConnection:
-    """A peer with no ICE servers (the default Google STUN server stalls gathering offline).
+def new_peer_connection(ice_servers: list[RTCIceServer] | None = None) -> RTCPeerConnection:
+    """A peer with no ICE servers unless given (the default Google STUN server stalls
+    gathering offline).
 
     max-bundle, like browsers' WHEP players: under aiortc's default "balanced" policy a second
     video transceiver stays on a transport that BUNDLE negotiation discards, and gets nothing.
     """
     return RTCPeerConnection(
-        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        RTCConfiguration(iceServers=ice_servers or [], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 
 
@@ -30,6 +31,12 @@ def turn_credentials(secret: str, name: str, now: float, ttl: float) -> tuple[st
     return username, base64.b64encode(digest).decode()
 
 
+def user_part(name: str) -> str:
+    """The name as coturn takes it after `<expiry>:` (it refuses spaces and other
+    punctuation as a wrong username): letters, digits, `_.-`, for its logs only."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:32] or "client"
+
+
 def ice_servers(
     stun: tuple[str, ...],
     turn: tuple[str, ...],
@@ -41,7 +48,6 @@ def ice_servers(
     """The STUN servers as they are, and the TURN servers with credentials for `name`."""
     servers = [IceServer(url) for url in stun]
     if turn and secret is not None:
-        # the name part is free text for coturn's logs: keep it short and free of ':'
-        username, password = turn_credentials(secret, name.replace(":", "_")[:64], now, ttl)
+        username, password = turn_credentials(secret, user_part(name), now, ttl)
         servers += [IceServer(url, username, password) for url in turn]
     return servers

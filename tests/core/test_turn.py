@@ -20,7 +20,8 @@ def test_credentials_follow_coturns_rest_scheme() -> None:
         ((), "s", "East", [None]),  # STUN only
         (("turn:t:3478",), None, "East", [None]),  # TURN without a secret is not offered
         (("turn:t:3478", "turns:t:443?transport=tcp"), "s", "East", [None, "60:East", "60:East"]),
-        (("turn:t:3478",), "s", "a:b" + "x" * 100, [None, "60:a_b" + "x" * 61]),
+        (("turn:t:3478",), "s", "a:b c" + "x" * 100, [None, "60:a_b_c" + "x" * 27]),
+        (("turn:t:3478",), "s", "双峰村小学", [None, "60:_____"]),
     ],
 )
 def test_a_client_gets_stun_as_is_and_turn_with_its_own_credentials(

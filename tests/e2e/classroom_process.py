@@ -1,6 +1,6 @@
 """A classroom player in its own process (and network namespace): one JSON line per frame.
 
-    ip netns exec NS python -m tests.e2e.classroom_process URL TOKEN
+    ip netns exec NS python -m tests.e2e.classroom_process URL TOKEN [ICE_SERVERS_JSON]
 
 It plays the room over WHEP with a real aiortc peer and prints `{"event": "ready"}` once
 connected, then `{"t": <monotonic>, "kind": "video"|"audio", "w": .., "h": ..}` per decoded
@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 
-from aiortc import MediaStreamTrack, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCIceServer, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from relay.rtc import hooks
@@ -43,8 +43,9 @@ async def drain(track: MediaStreamTrack) -> None:
         pass
 
 
-async def main(url: str, token: str) -> None:
-    pc = new_peer_connection()
+async def main(url: str, token: str, servers: str = "[]") -> None:
+    """`servers`: RTCIceServer entries as JSON ({"urls", "username", "credential"})."""
+    pc = new_peer_connection([RTCIceServer(**server) for server in json.loads(servers)])
     pc.addTransceiver("audio", direction="recvonly")
     video = pc.addTransceiver("video", direction="recvonly")
     original = hooks.jitter_buffer_of(video.receiver)
@@ -72,4 +73,4 @@ async def main(url: str, token: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(*sys.argv[1:4]))

@@ -52,10 +52,11 @@ def gaps(times: list[float], since: float, until: float) -> list[float]:
 
 
 async def start_classroom(
-    url: str, token: str, prefix: list[str] | None = None
+    url: str, token: str, prefix: list[str] | None = None, servers: str = "[]"
 ) -> ClassroomProcess:
-    """A classroom process playing `url`; `prefix` runs it elsewhere (e.g. ip netns exec)."""
-    argv = [sys.executable, "-m", "tests.e2e.classroom_process", url, token]
+    """A classroom process playing `url`; `prefix` runs it elsewhere (e.g. ip netns exec),
+    `servers` are its ICE servers as JSON."""
+    argv = [sys.executable, "-m", "tests.e2e.classroom_process", url, token, servers]
     process = await asyncio.create_subprocess_exec(
         *(prefix or []),
         *argv,
