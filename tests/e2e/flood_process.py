@@ -4,7 +4,7 @@
                                          "teacher": token, "seconds": s}
 
 Opens one event socket per page token and reads everything it is sent (as 300 projector pages
-would), then sends `lesson` messages from the teacher's token as fast as the relay takes them,
+would), then sends `lesson` messages from the teacher's token, about 20,000 a second,
 opening a new socket whenever the relay closes one, for `seconds`. Prints `{"event": "ready"}`
 once the pages are open and `{"sent": n, "sockets": k}` at the end.
 """
@@ -39,8 +39,8 @@ async def flood(http: aiohttp.ClientSession, url: str, seconds: float) -> dict[s
                 while loop.time() < deadline and not replies.done():
                     await ws.send_str(json.dumps({"type": "lesson", "title": f"spam {sent}"}))
                     sent += 1
-                    if sent % 20 == 0:
-                        await asyncio.sleep(0)
+                    if sent % 20 == 0:  # at most ~20,000 a second: 4,000 times the
+                        await asyncio.sleep(0.001)  # allowance, without taking a whole core
                 replies.cancel()
         except (aiohttp.ClientError, ConnectionError):
             await asyncio.sleep(0.05)
