@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from tests import netns
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
     "--no-sandbox",
@@ -53,3 +55,14 @@ async def until_true(page: Page, expression: str, timeout: float = 30.0) -> None
         if loop.time() > deadline:
             raise TimeoutError(f"timed out after {timeout} s waiting for {expression}")
         await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def nat() -> AsyncIterator[netns.CloudNat]:
+    """A school behind its NAT and a relay VM behind 1:1 NAT (tests/netns.py)."""
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with netns.cloud_nat() as made:
+        yield made
+    assert netns.leftovers() == []
