@@ -30,7 +30,7 @@ from playwright.async_api import (
 from playwright.async_api import Error as PlaywrightError
 
 from tests.conftest import RelayUnderTest, free_port, settled
-from tests.e2e.conftest import FLAGS, chromium, needs_chromium
+from tests.e2e.conftest import needs_chromium
 from tests.media import CounterVideoTrack, ToneAudioTrack
 from tests.peers import FrameLog, Playback, Publication, whep_play, whip_publish
 
@@ -83,15 +83,6 @@ def in_chromium(test: T) -> T:
     for mark in (needs_chromium, needs_node_modules, pytest.mark.timeout(30)):
         test = mark(test)
     return test
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Headless Chromium as tests/e2e/conftest.py launches it, but with a 30 fps fake camera
-    like a real webcam's: the fake device's default of 20 fps is below what classrooms get."""
-    flags = [f"{f}=fps=30" if f == "--use-fake-device-for-media-stream" else f for f in FLAGS]
-    async with chromium(flags) as launched:
-        yield launched
 
 
 # serving the client pages
