@@ -99,15 +99,16 @@ class EagerJitterBuffer(JitterRing):
 
     def missing(self) -> list[int]:
         """Sequence numbers between the origin and the highest packet that are not in."""
-        if self.origin is None or self._highest is None:
+        origin, ring, size = self.origin, self.ring, self.ring_size
+        if origin is None or self._highest is None:
             return []
-        span = uint16_add(self._highest, -self.origin)
+        span = uint16_add(self._highest, -origin)
         if span >= 0x8000:  # everything up to the highest was released
             return []
         holes = []
-        for count in range(min(span, self.ring_size)):
-            if self.ring[(self.origin + count) % self.ring_size] is None:
-                holes.append(uint16_add(self.origin, count))
+        for count in range(min(span, size)):
+            if ring[(origin + count) % size] is None:
+                holes.append(uint16_add(origin, count))
                 if len(holes) == MAX_NACKED:
                     break
         return holes
@@ -123,10 +124,11 @@ class EagerJitterBuffer(JitterRing):
         A keyframe that itself misses packets is passed over for a later complete one: its
         packets may never come (a sender keeps only recent ones, and none from before a newer
         keyframe)."""
-        assert self.origin is not None
+        origin, ring, size = self.origin, self.ring, self.ring_size
+        assert origin is not None
         previous = None
-        for count in range(1, self.ring_size):
-            packet = self.ring[(self.origin + count) % self.ring_size]
+        for count in range(1, size):
+            packet = ring[(origin + count) % size]
             if packet is None:
                 previous = None
                 continue
@@ -139,10 +141,11 @@ class EagerJitterBuffer(JitterRing):
 
     def _complete_at(self, offset: int) -> bool:
         """True when the frame starting `offset` packets after the origin has all its packets."""
-        assert self.origin is not None
+        origin, ring, size = self.origin, self.ring, self.ring_size
+        assert origin is not None
         timestamp = None
-        for count in range(offset, self.ring_size):
-            packet = self.ring[(self.origin + count) % self.ring_size]
+        for count in range(offset, size):
+            packet = ring[(origin + count) % size]
             if packet is None or (timestamp is not None and packet.timestamp != timestamp):
                 return False
             timestamp = packet.timestamp
@@ -152,11 +155,12 @@ class EagerJitterBuffer(JitterRing):
 
     def _complete_frame(self) -> JitterFrame | None:
         """The frame starting at the origin if all its packets are in; removes them."""
-        assert self.origin is not None
+        origin, ring, size = self.origin, self.ring, self.ring_size
+        assert origin is not None
         pieces: list[bytes] = []
         timestamp: int | None = None
-        for count in range(self.ring_size):
-            packet = self.ring[(self.origin + count) % self.ring_size]
+        for count in range(size):
+            packet = ring[(origin + count) % size]
             if packet is None or (timestamp is not None and packet.timestamp != timestamp):
                 return None
             timestamp = packet.timestamp
