@@ -86,9 +86,11 @@ async def test_a_packet_lost_for_good_costs_classrooms_less_than_a_second(
     try:
         unreadable = [c.video[0].unreadable for c in classrooms]
         loss, lost_at = await lose_one_packet(publication, classrooms, resends=1000)
-        # asked again, then for a keyframe: aiortc alone would NACK once and wait for
-        # its 512-packet ring to overflow (tens of seconds at this stream's rate)
-        assert loss.resends_dropped >= 2 and loss.resends_passed == 0
+        # a keyframe was asked for: aiortc alone would NACK once and wait for its 512-packet
+        # ring to overflow (tens of seconds at this stream's rate). How many NACK rounds come
+        # first depends on how busy the loop is (STUCK_PLI is 3 rounds; a slow one skips to the
+        # PLI): tests/rtc/test_jitter.py drives those rounds on a clock.
+        assert loss.resends_dropped >= 1 and loss.resends_passed == 0
         assert teacher.plis >= 1
         for classroom, before in zip(classrooms, unreadable, strict=True):
             log = classroom.video[0]
