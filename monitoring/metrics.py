@@ -98,6 +98,13 @@ _LIMITED = Counter(
     ["limit"],
     registry=REGISTRY,
 )
+_MUX_DROPS = Counter(
+    "ketang_media_socket_dropped_datagrams",
+    "Datagrams on the one media socket that belong to no session (a closed one's late "
+    "packets, or a stranger's)",
+    ["reason"],
+    registry=REGISTRY,
+)
 _LOOP_LAG = Gauge(
     "ketang_event_loop_lag_seconds",
     "How late the event loop ran a timer, last probe (work that blocks the loop delays media)",
@@ -127,6 +134,11 @@ def count_ingest(kind: str, size: int) -> None:
 def count_drop(reason: str) -> None:
     """The packet path dropped a frame instead of raising."""
     _DROPS.labels(reason).inc()
+
+
+def count_mux_drop(reason: str) -> None:
+    """The media socket dropped a datagram no session owns."""
+    _MUX_DROPS.labels(reason).inc()
 
 
 def count_keyframe_request(source: str) -> None:

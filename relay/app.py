@@ -26,6 +26,7 @@ from relay.middleware import cors_middleware, errors_middleware, same_origin
 from relay.pages import Pages
 from relay.registry import Registry
 from relay.rtc.hooks import check_aiortc
+from relay.rtc.udpmux import UdpMux
 from relay.runtime import Clock, EventListener, RoomServices
 from relay.sessions import EndedSessions
 from relay.signalling import Signalling
@@ -45,6 +46,7 @@ class Relay:
     catalog: Catalog
     recorder: Recorder
     clock: Clock
+    mux: UdpMux | None
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness, with a summary an operator can read at a glance."""
@@ -55,6 +57,7 @@ class Relay:
                 "rooms": len(rooms),
                 "lessons_live": sum(1 for r in rooms if r.live),
                 "classrooms": sum(len(r.classrooms) for r in rooms),
+                "media_udp_port": self.mux.port if self.mux is not None else None,
             }
         )
 
@@ -101,6 +104,7 @@ def build_app(config: Config, secret: bytes) -> web.Application:
     catalog = Catalog(LocalStore(data_dir / "library"))
     recorder = Recorder(data_dir, catalog)
     listeners: list[EventListener] = []
+    mux = UdpMux(config.ice.udp_port) if config.ice.udp_mux else None
     services = RoomServices(
         config.media,
         config.recording,
@@ -111,11 +115,12 @@ def build_app(config: Config, secret: bytes) -> web.Application:
         listeners,
         clock,
         time.time,
+        mux.host_protocols if mux is not None else None,
     )
     registry = Registry(services)
     hub = EventHub(registry, config.limits, clock, time.time)
     listeners.append(hub.on_event)
-    relay = Relay(config, registry, hub, catalog, recorder, clock)
+    relay = Relay(config, registry, hub, catalog, recorder, clock, mux)
     auth = Auth(secret)
     pages = Pages(config, auth, secret, hub)
     guard = same_origin(config.server.public_url)
@@ -135,6 +140,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Install the live collector and the periodic tasks; on shutdown close every session
     and lesson, then wait for the library to have them."""
     relay = app[RELAY]
+    if relay.mux is not None:
+        await relay.mux.open()  # before any session: a port in use stops the start here
     collector = metrics.install_live_collector(lambda: relay.registry.snapshots(relay.clock()))
     tasks = [
         asyncio.ensure_future(relay.hub.tick()),
@@ -150,6 +157,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
     metrics.uninstall(collector)
     await relay.registry.close()
+    if relay.mux is not None:
+        relay.mux.close()
     await recovery
     await relay.recorder.close()
 
@@ -164,8 +173,7 @@ async def serve(config: Config) -> None:
     """Run the relay until SIGINT or SIGTERM."""
     secret = load_secret(config.auth, config.storage.data_dir)
     app = build_app(config, secret)
-    # idle keep-alive connections are closed after idle_seconds (aiohttp keeps them an hour)
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=config.limits.idle_seconds)
+    runner = make_runner(app, config)
     await runner.setup()
     context: ssl.SSLContext | None = server_ssl_context(config)
     site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=context)

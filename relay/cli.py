@@ -68,6 +68,12 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser], common: _Parser) -
     serve.add_argument(
         "--public-ip", metavar="ADDR", help="address classrooms reach the relay on (1:1 NAT)"
     )
+    serve.add_argument(
+        "--udp-port",
+        type=int,
+        metavar="PORT",
+        help="the one UDP port for all media (default 8081; 0: any free port)",
+    )
     serve.set_defaults(run=_run_serve)
 
 
@@ -148,6 +154,7 @@ _SERVE_FLAGS = (
     "self_signed",
     "public_url",
     "public_ip",
+    "udp_port",
 )
 _TOKEN_FLAGS = ("data_dir", "token_ttl")
 

@@ -125,6 +125,13 @@ class IceConfig:
     public_ip: str | None = None
     # With public_ip, also keep the private host candidates (classrooms on the same LAN).
     keep_private_ip: bool = False
+    # UDP port of the one socket that carries every peer connection's media in this process
+    # (each worker of a cluster its own): open it in the firewall beside the HTTP port.
+    # 0 lets the system choose a free one (tests; the log says which).
+    udp_port: int = 8081
+    # false: every peer connection binds sockets of its own on random ports, as aioice does
+    # alone; only for measuring the one socket against them.
+    udp_mux: bool = True
     # TURN servers for classrooms that cannot reach the relay over UDP (a school firewall
     # letting out only TCP 443), comma-separated turn:/turns: URLs, e.g.
     # "turn:turn.example.org:3478?transport=udp,turns:turn.example.org:443?transport=tcp".
@@ -408,6 +415,8 @@ def _positive(section: object) -> list[str]:
 def _ice_problems(ice: IceConfig) -> list[str]:
     schemes = ("stun:", "stuns:", "turn:", "turns:")
     problems = []
+    if not 0 <= ice.udp_port <= 65535:
+        problems.append(f"udp_port must be 0-65535, got {ice.udp_port}")
     if ice.public_ip is not None:
         try:
             ipaddress.ip_address(ice.public_ip)

@@ -59,6 +59,7 @@ class RoomServices:
     listeners: list[EventListener]  # shared: the event hub joins once it exists
     clock: Clock
     wall: Clock
+    sockets: hooks.HostSockets | None  # the one media socket's; None: a socket per connection
 
     def records(self, room: str) -> bool:
         """Whether the room's media is recorded; its quality history is kept either way."""
@@ -109,7 +110,9 @@ class RoomRuntime:
     ) -> tuple[str, str]:
         """Start a teacher publication; returns (session id, SDP answer)."""
         await self._evict_stale(source)
-        session = PublishSession(self.name, new_session_id(), teacher, source, self._on_dead)
+        session = PublishSession(
+            self.name, new_session_id(), teacher, source, self._on_dead, self.services.sockets
+        )
         media = self.services.media
         try:
             answer = await session.start(offer, shape.kinds_in_order, media, media.renditions)
@@ -127,7 +130,9 @@ class RoomRuntime:
     ) -> tuple[str, str]:
         """Start a classroom playback, its video at most at layer `cap`; returns (session id,
         SDP answer)."""
-        session = PlaySession(self.name, new_session_id(), classroom, self._on_dead)
+        session = PlaySession(
+            self.name, new_session_id(), classroom, self._on_dead, self.services.sockets
+        )
         media = self.services.media
         try:
             # slots in m-line order; a video slot's index counts video m-lines only

@@ -78,7 +78,7 @@ def relay_env() -> dict[str, str]:
 async def relay(tmp_path: Path, relay_env: dict[str, str]) -> AsyncIterator[RelayUnderTest]:
     """A relay with defaults, data under tmp_path, on a free port; shut down after the test."""
     port = free_port()
-    flags = {"port": port, "data_dir": str(tmp_path / "data")}
+    flags = {"port": port, "data_dir": str(tmp_path / "data"), "udp_port": 0}
     config = load_config(None, relay_env, flags)
     secret = b"test-secret-" + b"x" * 32
     app = build_app(config, secret)

@@ -139,7 +139,7 @@ def test_print_links_gives_working_tokens(tmp_path: Path) -> None:
 def test_serve_runs_the_relay_until_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KETANG_")}
-    command = [sys.executable, "-m", "relay", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "relay", "serve", "--port", str(port), "--udp-port", "0"]
     command += ["--data-dir", str(tmp_path), "--public-url", "https://k.example"]
     with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) as relay:
         try:

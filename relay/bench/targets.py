@@ -141,6 +141,7 @@ class KetangServer:
         # Janus records nothing: compare forwarding with forwarding (recording is measured apart)
         env["KETANG_RECORD"] = "false"
         command = [sys.executable, "-m", "relay", "serve", "--port", str(self._port)]
+        command += ["--udp-port", "0"]
         command += ["--data-dir", str(self._workdir / "ketang-data")]
         log = open(self._workdir / "ketang.log", "wb")  # noqa: SIM115 (lives with the process)
         self._process = subprocess.Popen(

@@ -18,7 +18,9 @@ forwarding relay needs these things aiortc has no public API for:
    `sendto` on the nominated ICE pair, without the four coroutine layers (DTLS transport, ICE
    transport, aioice connection, STUN protocol) aiortc awaits per packet;
 6. every RTCP packet a classroom sends to one of our senders (`on_rtcp`): REMB, receiver
-   reports and NACKs are the inputs of the relay's bandwidth estimate.
+   reports and NACKs are the inputs of the relay's bandwidth estimate;
+7. host candidates on the process's one media socket (`share_host_sockets`): aioice binds a
+   socket per connection and interface, on a random port (relay/rtc/udpmux.py).
 
 `check_aiortc()` runs at start-up and in tests/rtc/test_hooks.py: if aiortc changes under these
 hooks, it fails loudly instead of letting media silently stop.
@@ -32,6 +34,7 @@ import queue
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from types import CodeType
 from typing import Any
 
 import aioice
@@ -107,13 +110,25 @@ def check_aiortc() -> None:
     _require(aioice.Connection.__init__, ("_protocols",), "ICE sockets")
     _require(aiortc.RTCIceTransport.__init__, ("_connection",), "ICE connection")
     _require(RTCRtpReceiver._handle_rtp_packet, ("_data",), "depayloaded RTP payload")
+    _require(aioice.Connection.gather_candidates, ("get_component_candidates",), "gathering")
+    _require(aioice.Connection.get_component_candidates, ("_protocols",), "host sockets")
 
 
 def _require(function: Callable[..., Any], names: tuple[str, ...], what: str) -> None:
     """Every name must still be used by the aiortc function our hooks stand in for."""
-    missing = [name for name in names if name not in function.__code__.co_names]
+    used = _names(function.__code__)
+    missing = [name for name in names if name not in used]
     if missing:
         raise AiortcChanged(f"aiortc {what} no longer uses {', '.join(missing)}")
+
+
+def _names(code: CodeType) -> set[str]:
+    """Names a function's code uses, its comprehensions and inner functions included."""
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, CodeType):
+            names |= _names(constant)
+    return names
 
 
 class _TapQueue:
@@ -174,6 +189,36 @@ class JitterRing(JitterBuffer):
         return bool(self._is_video)
 
 
+HostSockets = Callable[[aioice.Connection, int], list[aioice.ice.StunProtocol]]
+"""Makes an ICE agent's host protocols for one component, with their local candidates set."""
+
+
+def _ice_connections(pc: aiortc.RTCPeerConnection) -> set[aioice.Connection]:
+    transports = {t.receiver.transport.transport for t in pc.getTransceivers()}
+    return {transport._connection for transport in transports}
+
+
+def share_host_sockets(pc: aiortc.RTCPeerConnection, sockets: HostSockets) -> None:
+    """Make the connection's ICE agents take their host candidates from `sockets` instead of
+    binding sockets of their own. Call it after the remote description is applied (BUNDLE
+    has chosen the transport then) and before the local one (which gathers)."""
+    for connection in _ice_connections(pc):
+        gather_host_candidates_from(connection, sockets)
+
+
+def gather_host_candidates_from(connection: aioice.Connection, sockets: HostSockets) -> None:
+    """One ICE agent's part of `share_host_sockets`: its gathering asks `sockets`."""
+
+    async def gather(
+        component: int, addresses: list[str], timeout: int = 5
+    ) -> list[aioice.Candidate]:
+        protocols = sockets(connection, component)
+        connection._protocols += protocols
+        return [protocol.local_candidate for protocol in protocols]
+
+    setattr(connection, "get_component_candidates", gather)
+
+
 class Heard:
     """When the last datagram of any kind (media, RTCP, STUN) came from a peer."""
 
@@ -188,9 +233,8 @@ def watch_inbound(pc: aiortc.RTCPeerConnection, clock: Callable[[], float]) -> H
     vanished is noticed in seconds, not after aioice's 30 s of failed consent checks. Call it
     once the local description is set (the sockets exist then)."""
     heard = Heard()
-    transports = {t.receiver.transport.transport for t in pc.getTransceivers()}
-    for transport in transports:
-        for protocol in transport._connection._protocols:
+    for connection in _ice_connections(pc):
+        for protocol in connection._protocols:
             original = protocol.datagram_received
 
             def received(data: Any, addr: Any, original: Any = original) -> None:

@@ -69,12 +69,18 @@ class Session:
     """Owns one RTCPeerConnection and reports its death once."""
 
     def __init__(
-        self, room: str, session_id: str, name: str, on_dead: Callable[[str], None]
+        self,
+        room: str,
+        session_id: str,
+        name: str,
+        on_dead: Callable[[str], None],
+        sockets: hooks.HostSockets | None,
     ) -> None:
         self.room = room
         self.id = session_id
         self.name = name
         self.pc = RTCPeerConnection(PC_CONFIG)
+        self._sockets = sockets  # the process's one media socket; None: aioice's own
         self._clock = asyncio.get_running_loop().time
         self._on_dead = on_dead
         self._closing = False
@@ -96,6 +102,8 @@ class Session:
         try:
             description = RTCSessionDescription(normalize_offer(offer), "offer")
             await self.pc.setRemoteDescription(description)
+            if self._sockets is not None:
+                hooks.share_host_sockets(self.pc, self._sockets)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         except NEGOTIATION_ERRORS as exc:
             logger.info("session %s: offer not usable: %r", self.id, exc)
@@ -115,9 +123,15 @@ class PublishSession(Session):
     """The teacher's upstream connection for one source."""
 
     def __init__(
-        self, room: str, session_id: str, name: str, source: str, on_dead: Callable[[str], None]
+        self,
+        room: str,
+        session_id: str,
+        name: str,
+        source: str,
+        on_dead: Callable[[str], None],
+        sockets: hooks.HostSockets | None,
     ) -> None:
-        super().__init__(room, session_id, name, on_dead)
+        super().__init__(room, session_id, name, on_dead, sockets)
         self.source = source
         self.upstreams: dict[FeedKey, Upstream] = {}
         self.started_at = self._clock()
@@ -157,9 +171,14 @@ class PlaySession(Session):
     """One classroom's downstream connection: an audio track and up to two video slots."""
 
     def __init__(
-        self, room: str, session_id: str, name: str, on_dead: Callable[[str], None]
+        self,
+        room: str,
+        session_id: str,
+        name: str,
+        on_dead: Callable[[str], None],
+        sockets: hooks.HostSockets | None,
     ) -> None:
-        super().__init__(room, session_id, name, on_dead)
+        super().__init__(room, session_id, name, on_dead, sockets)
         self.tracks: dict[SlotKey, DownTrack] = {}
         self.counters = SendCounters()
         self.rate: ClassroomRate | None = None

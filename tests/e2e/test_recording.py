@@ -128,6 +128,7 @@ def relay_process(tmp_path: Path) -> Iterator[tuple[str, bytes, Path]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KETANG_")}
     env["KETANG_SECRET"] = secret
     command = [sys.executable, "-m", "relay", "serve", "--port", str(port), "--data-dir", str(data)]
+    command += ["--udp-port", "0"]
     processes: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
