@@ -54,7 +54,7 @@ class MuxTransport(asyncio.DatagramTransport):
         self._sockname = sockname
         self._closing = False
         # the shared socket's own bound method: the media path pays no extra call
-        self.sendto: Callable[..., None] = mux.sendto
+        self.sendto: Callable[..., None] = mux.raw_sendto()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._sockname if name == "sockname" else default
@@ -111,9 +111,10 @@ class UdpMux(asyncio.DatagramProtocol):
             self._transport.close()
             self._transport = None
 
-    def sendto(self, data: bytes, addr: Any = None) -> None:
-        if self._transport is not None:
-            self._transport.sendto(data, addr)
+    def raw_sendto(self) -> Callable[..., None]:
+        """The socket's own `sendto` (bound method), for protocols made while it is open."""
+        assert self._transport is not None, "the media socket is not open"
+        return self._transport.sendto
 
     @property
     def connections(self) -> int:
