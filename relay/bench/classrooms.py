@@ -18,7 +18,7 @@ from typing import Any
 from aiortc import RTCPeerConnection
 
 from relay.bench.media import read_stamp
-from relay.bench.targets import PEER_CONFIG, Closer, Plan, subscribe
+from relay.bench.targets import Closer, Plan, peer_config, subscribe
 from relay.rtc import hooks
 
 
@@ -74,8 +74,8 @@ class Counters:
 class Classroom:
     """One receiving peer and its counters."""
 
-    def __init__(self) -> None:
-        self.pc = RTCPeerConnection(PEER_CONFIG)
+    def __init__(self, plan: Plan) -> None:
+        self.pc = RTCPeerConnection(peer_config(plan))
         self.counters = Counters()
         self._close: Closer | None = None
 
@@ -112,7 +112,7 @@ async def _serve(conn: Connection, plan: Plan) -> None:
     while True:
         command, arg = await loop.run_in_executor(None, conn.recv)
         if command == "join":
-            fresh = [Classroom() for _ in range(arg)]
+            fresh = [Classroom(plan) for _ in range(arg)]
             await asyncio.gather(*(c.join(plan) for c in fresh))
             classrooms += fresh
             conn.send(len(classrooms))

@@ -37,9 +37,11 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     bench.add_argument(
         "--peer",
         action="append",
-        choices=["janus"],
+        choices=["janus", "ketang-sockets", "ketang-turn"],
         default=[],
-        help="also run the same lesson against this server (apt-installed if missing)",
+        help="also run the same lesson against this server: janus (apt-installed if missing),"
+        " ketang-sockets (Ketang with a UDP socket per connection instead of one), or"
+        " ketang-turn (classrooms only through a coturn on loopback)",
     )
     bench.add_argument(
         "--classrooms", default="10,25,50,100", help="comma-separated N (default 10,25,50,100)"

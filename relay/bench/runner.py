@@ -242,13 +242,14 @@ async def bench_server(
 
 def make_server(name: str, options: BenchOptions, port: int) -> Server:
     """The server object for a peer name."""
-    if name == "ketang":
+    if name.startswith("ketang"):
         return KetangServer(
             options.workdir,
             port,
             secrets.token_urlsafe(32),
             set(options.server_cores),
             options.quality,
+            variant=name,
         )
     return JanusBenchServer(options.workdir, port, set(options.server_cores), options.bitrate)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -19,12 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aioice.ice import get_host_addresses
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from yarl import URL
 
 from relay import tokens
+from relay.core.turn import turn_credentials
 
 PEER_CONFIG = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+# Ketang as it runs, and the variants measured beside it: a UDP socket per peer connection
+# instead of the one media socket, and classrooms that reach it only through coturn.
+KETANG_VARIANTS = ("ketang", "ketang-sockets", "ketang-turn")
 ROOM = "bench"
 JANUS_ROOM = 4242
 Closer = Callable[[], Awaitable[None]]
@@ -36,9 +49,22 @@ class Plan:
 
     server: str  # "ketang" or "janus"
     url: str
-    token: str = ""  # ketang: classroom token
+    secret: str = ""  # ketang: signs each classroom's own token, as every school has one
     feed: int = 0  # janus: publisher feed id
     quality: str = ""  # ketang: the classroom's layer cap, "" for none
+    turn: tuple[str, str, str] | None = None  # (url, username, password): relay-only ICE
+
+
+def peer_config(plan: Plan) -> RTCConfiguration:
+    """A classroom's peer connection settings: direct, or only through the plan's TURN."""
+    if plan.turn is None:
+        return PEER_CONFIG
+    url, username, credential = plan.turn
+    return RTCConfiguration(
+        iceServers=[RTCIceServer(url, username, credential)],
+        iceTransportPolicy=RTCIceTransportPolicy.RELAY,
+        bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+    )
 
 
 async def _post_sdp(url: str, token: str, sdp: str) -> tuple[str, str]:
@@ -88,7 +114,9 @@ async def subscribe(
         pc.addTransceiver("video", direction="recvonly")
         prepare(pc)
         query = f"?quality={plan.quality}" if plan.quality else ""
-        return await whip_or_whep(pc, f"{plan.url}/whep/{ROOM}{query}", plan.token, on_request)
+        school = f"school {secrets.token_hex(4)}"
+        token = tokens.issue(plan.secret.encode(), ROOM, "classroom", school, 86_400)
+        return await whip_or_whep(pc, f"{plan.url}/whep/{ROOM}{query}", token, on_request)
     from relay.bench.janus import JanusSubscriber
 
     subscriber = JanusSubscriber()
@@ -116,13 +144,19 @@ def rss_bytes(pid: int) -> int:
 class KetangServer:
     """A relay in its own process, pinned to the server's cores."""
 
-    name = "ketang"
-
     def __init__(
-        self, workdir: Path, port: int, secret: str, cores: set[int], quality: str = ""
+        self,
+        workdir: Path,
+        port: int,
+        secret: str,
+        cores: set[int],
+        quality: str = "",
+        variant: str = "ketang",
     ) -> None:
         self._workdir, self._port, self._secret, self._cores = workdir, port, secret, cores
         self._quality = quality
+        self.name = variant
+        self._turn = TurnServer(workdir, port + 100, secret) if variant == "ketang-turn" else None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -140,10 +174,13 @@ class KetangServer:
         env["KETANG_SECRET"] = self._secret
         # Janus records nothing: compare forwarding with forwarding (recording is measured apart)
         env["KETANG_RECORD"] = "false"
+        env["KETANG_UDP_MUX"] = "false" if self.name == "ketang-sockets" else "true"
+        if self._turn is not None:
+            self._turn.start()
         command = [sys.executable, "-m", "relay", "serve", "--port", str(self._port)]
         command += ["--udp-port", "0"]
         command += ["--data-dir", str(self._workdir / "ketang-data")]
-        log = open(self._workdir / "ketang.log", "wb")  # noqa: SIM115 (lives with the process)
+        log = open(self._workdir / f"{self.name}.log", "wb")  # noqa: SIM115 (lives with the process)
         self._process = subprocess.Popen(
             command,
             env=env,
@@ -158,14 +195,48 @@ class KetangServer:
         if self._process is not None:
             self._process.terminate()
             await asyncio.to_thread(self._process.wait, 10)
+        if self._turn is not None:
+            self._turn.stop()
 
     def classroom_plan(self) -> Plan:
-        token = tokens.issue(self._secret.encode(), ROOM, "classroom", "bench", 86_400)
-        return Plan("ketang", self.url, token=token, quality=self._quality)
+        turn = self._turn.credentials() if self._turn is not None else None
+        return Plan("ketang", self.url, secret=self._secret, quality=self._quality, turn=turn)
 
     async def publish(self, pc: RTCPeerConnection) -> Closer:
         token = tokens.issue(self._secret.encode(), ROOM, "teacher", "bench", 86_400)
         return await whip_or_whep(pc, f"{self.url}/whip/{ROOM}?source=camera", token)
+
+
+class TurnServer:
+    """Debian's coturn on loopback with REST credentials, relaying to this machine's own
+    address, for classrooms that may use nothing but TURN (as behind a school firewall)."""
+
+    def __init__(self, workdir: Path, port: int, secret: str) -> None:
+        self._workdir, self._port, self._secret = workdir, port, secret
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [
+            "turnserver", "-n", "--no-cli", "--fingerprint", "--no-tls", "--no-dtls",
+            "--listening-ip=127.0.0.1", f"--listening-port={self._port}",
+            f"--relay-ip={get_host_addresses(use_ipv4=True, use_ipv6=False)[0]}",
+            "--use-auth-secret", f"--static-auth-secret={self._secret}", "--realm=ketang.bench",
+            f"--log-file={self._workdir / 'turn.log'}", "--simple-log",
+            f"--pidfile={self._workdir / 'turn.pid'}",
+        ]  # fmt: skip
+        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # it answers allocations once its listeners are up
+        if self._process.poll() is not None:
+            raise RuntimeError(f"coturn exited at start: see {self._workdir / 'turn.log'}")
+
+    def credentials(self) -> tuple[str, str, str]:
+        username, password = turn_credentials(self._secret, "bench", time.time(), 86_400)
+        return f"turn:127.0.0.1:{self._port}?transport=udp", username, password
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
 
 
 def _wait_http(url: str, timeout: float) -> None:
