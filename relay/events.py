@@ -185,9 +185,10 @@ class EventHub:
         """A page starts getting the room's messages; the room is kept while it does.
         429 when this token already holds its share of sockets."""
         if self._sockets[grant.id] >= self._limits.sockets_per_token:
-            metrics.count_limited("sockets_per_token")
             limit = self._limits.sockets_per_token
-            raise TooManyRequests(f"this token already has {limit} event sockets open", 10)
+            raise TooManyRequests(
+                f"this token already has {limit} event sockets open", 10, "sockets_per_token"
+            )
         rate = self._limits.page_messages_per_second
         page = Page(grant, asyncio.Queue(), Bucket(rate, 3 * rate))
         self._sockets[grant.id] += 1
@@ -347,6 +348,8 @@ class EventsApi:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     offer(page.queue, json.dumps(_reply(self._hub, page, room, msg.data)))
+                elif msg.type == WSMsgType.ERROR:  # over MAX_MESSAGE_BYTES: aiohttp closes
+                    metrics.count_limited("message_bytes")
                 if page.refused > MAX_REFUSED:
                     metrics.count_limited("page_socket_closed")
                     await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many messages")
@@ -364,8 +367,11 @@ def _reply(hub: EventHub, page: Page, room: str, data: str) -> dict[str, Any]:
     """Apply one page message; the reply is an ack, a pong or an error naming the problem."""
     try:
         reply = hub.receive(page, room, json.loads(data))
-    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
-        return {"type": "error", "error": "message is not JSON (or nested too deeply)"}
+    except ValueError:  # JSONDecodeError is a ValueError
+        return {"type": "error", "error": "message is not JSON"}
+    except RecursionError:
+        metrics.count_limited("message_nesting")
+        return {"type": "error", "error": "message nested too deeply"}
     except KetangError as error:
         return {"type": "error", "error": status_of(error)[1]}
     return reply or {"type": "ok"}

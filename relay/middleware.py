@@ -53,6 +53,9 @@ def error_response(request: web.Request, error: BaseException) -> web.Response:
     """The one place an error becomes a response: JSON under /api, else one line of text."""
     status, message = status_of(error)
     metrics.count_http_error(status)
+    limit = getattr(error, "limit", None)
+    if limit is not None:
+        metrics.count_limited(limit)
     headers = {}
     retry = getattr(error, "retry_after", None)
     if retry is not None:
@@ -109,8 +112,8 @@ def same_origin(public_url: str | None) -> Middleware:
         if request.path.startswith("/api/") and origin is not None:
             netloc = urlsplit(origin).netloc
             if netloc not in (request.host, configured):
-                metrics.count_limited("cross_origin")
-                return error_response(request, Forbidden("cross-origin API requests are refused"))
+                refused = Forbidden("cross-origin API requests are refused", limit="cross_origin")
+                return error_response(request, refused)
         response = await handler(request)
         if response.content_type == "text/html":
             response.headers.update(PAGE_HEADERS)

@@ -74,10 +74,16 @@ class SessionBook:
         if held >= self.limits.sessions_per_token:
             limit = self.limits.sessions_per_token
             raise TooManyRequests(
-                f"this token already holds {limit} sessions: end one first", RETRY_AFTER
+                f"this token already holds {limit} sessions: end one first",
+                RETRY_AFTER,
+                limit="sessions_per_token",
             )
         if len(self._tickets) + self._pending.total() >= self.limits.sessions_per_room:
-            raise Overloaded(f"room {self.room!r} is full, try again later", RETRY_AFTER)
+            raise Overloaded(
+                f"room {self.room!r} is full, try again later",
+                RETRY_AFTER,
+                limit="sessions_per_room",
+            )
         self._pending[owner] += 1
         try:
             yield

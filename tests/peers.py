@@ -267,6 +267,7 @@ class SignallingError(Exception):
         super().__init__(f"HTTP {reply.status} from {reply.url}: {reply.body.strip()[:200]}")
         self.status = reply.status
         self.body = reply.body
+        self.headers = reply.headers
 
 
 def _auth(token: str | None) -> dict[str, str]:

@@ -19,6 +19,11 @@ from tests.peers import SignallingError, whep_play
 ROOM = "limits"
 
 
+def limited(limit: str) -> float:
+    """How often the relay refused something for `limit` so far (counters are per process)."""
+    return REGISTRY.get_sample_value("ketang_limited_requests_total", {"limit": limit}) or 0.0
+
+
 @pytest.fixture
 def relay_env() -> dict[str, str]:
     return {"KETANG_IDLE_SECONDS": "1", "KETANG_SESSIONS_PER_ROOM": "1"}
@@ -54,16 +59,20 @@ async def test_oversize_headers_get_a_4xx_not_a_500(relay: RelayUnderTest) -> No
 
 async def test_a_full_room_answers_503_with_retry_after(relay: RelayUnderTest) -> None:
     first = await whep_play(relay.base, ROOM, relay.token(ROOM, "classroom", "East"))
+    before = limited("sessions_per_room")
     try:
         with pytest.raises(SignallingError) as refused:
             await whep_play(relay.base, ROOM, relay.token(ROOM, "classroom", "West"))
         assert refused.value.status == 503 and "is full" in refused.value.body
+        assert int(refused.value.headers["Retry-After"]) > 0
+        assert limited("sessions_per_room") == before + 1
     finally:
         await first.close()
 
 
 async def test_deep_json_is_a_clear_error_on_the_socket_and_the_api(relay: RelayUnderTest) -> None:
     deep = "[" * 4000 + "]" * 4000
+    nesting, size = limited("message_nesting"), limited("message_bytes")
     token = relay.token(ROOM, "teacher", "Ms Wang")
     url = f"{relay.base}/api/rooms/{ROOM}/events?token={token}"
     async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
@@ -77,6 +86,8 @@ async def test_deep_json_is_a_clear_error_on_the_socket_and_the_api(relay: Relay
         await ws.send_str("x" * 9000)  # over the 8 KiB a page message may be
         closed = await ws.receive(timeout=5)
         assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert limited("message_nesting") == nesting + 1
+    assert await settled(lambda: limited("message_bytes") == size + 1)
     admin = {"Authorization": f"Bearer {relay.token('*', 'admin')}"}
     async with (
         aiohttp.ClientSession() as http,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -250,12 +251,26 @@ async def test_cors_lists_exactly_the_methods_each_resource_has(relay: RelayUnde
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD", "PUT"])
+@pytest.mark.parametrize("endpoint", ["whip", "whep"])
 async def test_other_methods_on_the_endpoints_get_405_with_allow(
-    relay: RelayUnderTest, method: str
+    relay: RelayUnderTest, method: str, endpoint: str
 ) -> None:
-    status, headers, _, _ = await request(method, f"{relay.base}/whip/{ROOM}")
+    status, headers, _, _ = await request(method, f"{relay.base}/{endpoint}/{ROOM}")
     assert status == 405
     assert set(headers["Allow"].replace(" ", "").split(",")) >= {"POST", "OPTIONS"}
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT"])
+async def test_other_methods_on_a_session_get_405_with_allow(
+    relay: RelayUnderTest, method: str
+) -> None:
+    playback = await whep_play(relay.base, ROOM, relay.token(ROOM, "classroom", "East"))
+    try:
+        status, headers, _, _ = await request(method, playback.location)
+        assert status == 405
+        assert set(headers["Allow"].replace(" ", "").split(",")) >= {"PATCH", "DELETE"}
+    finally:
+        await playback.close()
 
 
 @pytest.mark.parametrize(
@@ -306,6 +321,7 @@ async def test_a_token_holds_at_most_its_sessions_and_gets_429_with_retry_after(
 ) -> None:
     token = relay.token(ROOM, "classroom", "East")
     playbacks = [await whep_play(relay.base, ROOM, token) for _ in range(2)]
+    before = counter("ketang_limited_requests_total", limit="sessions_per_token")
     try:
         pc = new_peer_connection()
         pc.addTransceiver("audio", direction="recvonly")
@@ -317,6 +333,7 @@ async def test_a_token_holds_at_most_its_sessions_and_gets_429_with_retry_after(
         )  # fmt: skip
         assert status == 429 and int(headers["Retry-After"]) > 0
         assert "already holds 2 sessions" in body
+        assert counter("ketang_limited_requests_total", limit="sessions_per_token") == before + 1
         runtime = relay.registry.find(ROOM)
         assert runtime is not None and len(runtime.players) == 2  # nothing half-made is left
         other = await whep_play(relay.base, ROOM, relay.token(ROOM, "classroom", "West"))
@@ -420,10 +437,13 @@ async def messages(ws: aiohttp.ClientWebSocketResponse, seconds: float) -> list[
 async def test_a_token_opens_at_most_its_sockets(relay: RelayUnderTest) -> None:
     token = relay.token(ROOM, "classroom", "East")
     opened = [await sockets(relay, token) for _ in range(2)]
+    before = counter("ketang_limited_requests_total", limit="sockets_per_token")
     try:
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await sockets(relay, token)
         assert refused.value.status == 429
+        assert refused.value.headers is not None and int(refused.value.headers["Retry-After"]) > 0
+        assert counter("ketang_limited_requests_total", limit="sockets_per_token") == before + 1
     finally:
         for ws in opened:
             await close_socket(ws)
@@ -485,3 +505,59 @@ async def test_a_delete_after_the_peer_closed_is_200_and_only_for_its_creator(
     assert status == 200 and "already ended" in body
     assert (await request("DELETE", f"{relay.base}/whep/{ROOM}/never-was", token))[0] == 404
     await playback.sink.stop()
+
+
+async def test_a_node_token_only_pulls_media(relay: RelayUnderTest) -> None:
+    """A node token (an edge relay pulling a lesson over WHEP) plays its room and does nothing
+    a person does: no publishing, no pages, no event stream, no admin or library API."""
+    node = relay.token(ROOM, "node", "edge-1")
+    playback = await whep_play(relay.base, ROOM, node)
+    await playback.close()
+    pc = new_peer_connection()
+    pc.addTransceiver("video", direction="sendonly")
+    offer = await local_offer(pc)
+    await pc.close()
+    sdp = "application/sdp"
+    for path in (f"/whip/{ROOM}?source=camera", "/whep/elsewhere"):
+        status = (await request("POST", relay.base + path, node, offer, **{"Content-Type": sdp}))[0]
+        assert status == 403, (path, status)
+    for path in (
+        f"/class/{ROOM}?token={node}",
+        f"/teach/{ROOM}?token={node}",
+        f"/admin?token={node}",
+        f"/api/rooms/{ROOM}/events?token={node}",
+        "/api/rooms",
+        "/api/library",
+    ):
+        status = (await request("GET", relay.base + path, node))[0]
+        assert status == 403, (path, status)
+
+
+async def test_a_room_admin_sees_and_makes_links_for_its_own_room_only(
+    relay: RelayUnderTest,
+) -> None:
+    playbacks = [
+        await whep_play(relay.base, room, relay.token(room, "classroom", "East"))
+        for room in (ROOM, "elsewhere")
+    ]
+    try:
+        scoped = relay.token(ROOM, "admin", "bureau")
+        status, _, body, _ = await request("GET", f"{relay.base}/api/rooms", scoped)
+        assert status == 200
+        assert [r["room"] for r in json.loads(body)["rooms"]] == [ROOM]
+        everyone = relay.token("*", "admin", "bureau")
+        status, _, body, _ = await request("GET", f"{relay.base}/api/rooms", everyone)
+        assert sorted(r["room"] for r in json.loads(body)["rooms"]) == sorted([ROOM, "elsewhere"])
+        form = {"room": "elsewhere", "classrooms": ["West"]}
+        status, _, body, _ = await request(
+            "POST", f"{relay.base}/api/links", scoped, json.dumps(form)
+        )
+        assert status == 403 and "this admin token is for room" in body
+        form["room"] = ROOM
+        status, _, body, _ = await request(
+            "POST", f"{relay.base}/api/links", scoped, json.dumps(form)
+        )
+        assert status == 200 and json.loads(body)["room"] == ROOM
+    finally:
+        for playback in playbacks:
+            await playback.close()

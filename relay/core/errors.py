@@ -31,9 +31,12 @@ class KetangError(Exception):
 
     status = 500
 
-    def __init__(self, message: str = "", retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str = "", retry_after: float | None = None, limit: str | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after  # seconds, for a Retry-After header
+        self.limit = limit  # the limit that refused the request, counted where it is answered
 
 
 class UserError(KetangError):
