@@ -250,6 +250,7 @@ def make_server(name: str, options: BenchOptions, port: int) -> Server:
             set(options.server_cores),
             options.quality,
             variant=name,
+            client_cores=set(options.client_cores),
         )
     return JanusBenchServer(options.workdir, port, set(options.server_cores), options.bitrate)
 

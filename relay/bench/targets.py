@@ -152,11 +152,14 @@ class KetangServer:
         cores: set[int],
         quality: str = "",
         variant: str = "ketang",
+        client_cores: set[int] | None = None,
     ) -> None:
         self._workdir, self._port, self._secret, self._cores = workdir, port, secret, cores
         self._quality = quality
         self.name = variant
-        self._turn = TurnServer(workdir, port + 100, secret) if variant == "ketang-turn" else None
+        self._turn = None
+        if variant == "ketang-turn":  # coturn beside the classrooms, off the relay's core
+            self._turn = TurnServer(workdir, port + 100, secret, client_cores or cores)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -211,8 +214,8 @@ class TurnServer:
     """Debian's coturn on loopback with REST credentials, relaying to this machine's own
     address, for classrooms that may use nothing but TURN (as behind a school firewall)."""
 
-    def __init__(self, workdir: Path, port: int, secret: str) -> None:
-        self._workdir, self._port, self._secret = workdir, port, secret
+    def __init__(self, workdir: Path, port: int, secret: str, cores: set[int]) -> None:
+        self._workdir, self._port, self._secret, self._cores = workdir, port, secret, cores
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -224,7 +227,12 @@ class TurnServer:
             f"--log-file={self._workdir / 'turn.log'}", "--simple-log",
             f"--pidfile={self._workdir / 'turn.pid'}",
         ]  # fmt: skip
-        self._process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._process = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: os.sched_setaffinity(0, self._cores),
+        )
         time.sleep(0.5)  # it answers allocations once its listeners are up
         if self._process.poll() is not None:
             raise RuntimeError(f"coturn exited at start: see {self._workdir / 'turn.log'}")
