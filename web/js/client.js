@@ -177,7 +177,11 @@ export async function playbackQoe(pc) {
   const video = inbound.filter((s) => s.kind === 'video' && s.framesDecoded > 0);
   const audio = inbound.filter((s) => s.kind === 'audio');
   const sum = (list, key) => list.reduce((total, s) => total + (s[key] || 0), 0);
-  const main = video.reduce((best, s) => ((s.frameWidth || 0) > (best?.frameWidth || 0) ? s : best), null);
+  // the picture on screen: a stream still playing beats one that stopped (a screen share that
+  // ended keeps its last size with 0 fps), then the larger one
+  const rank = (s) => (s ? [(s.framesPerSecond || 0) > 0 ? 1 : 0, s.frameWidth || 0] : [-1, -1]);
+  const better = (a, b) => { const [x, y] = [rank(a), rank(b)]; return x[0] !== y[0] ? x[0] > y[0] : x[1] > y[1]; };
+  const main = video.reduce((best, s) => (better(s, best) ? s : best), null);
   const emitted = sum(video, 'jitterBufferEmittedCount');
   const samples = sum(audio, 'totalSamplesReceived');
   return {
