@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
@@ -18,6 +19,8 @@ from monitoring.quality import SAMPLE_SECONDS
 from recorder.library import Catalog, LocalStore
 from recorder.recorder import Recorder
 from relay.auth import Auth
+from relay.cluster.directory import Directory, NodeInfo, connect
+from relay.cluster.node import ClusterNode, new_node_id
 from relay.config import Config
 from relay.core.errors import Unauthorized
 from relay.events import EventHub, EventsApi
@@ -47,6 +50,7 @@ class Relay:
     recorder: Recorder
     clock: Clock
     mux: UdpMux | None
+    cluster: ClusterNode | None  # with --redis-url: this process as a node of a cluster
 
     async def healthz(self, request: web.Request) -> web.Response:
         """Liveness, with a summary an operator can read at a glance."""
@@ -120,20 +124,43 @@ def build_app(config: Config, secret: bytes) -> web.Application:
     registry = Registry(services)
     hub = EventHub(registry, config.limits, clock, time.time)
     listeners.append(hub.on_event)
-    relay = Relay(config, registry, hub, catalog, recorder, clock, mux)
+    cluster = _cluster_node(config, registry, secret)
+    if cluster is not None:
+        listeners.append(cluster.on_event)
+    relay = Relay(config, registry, hub, catalog, recorder, clock, mux, cluster)
     auth = Auth(secret)
     pages = Pages(config, auth, secret, hub)
     guard = same_origin(config.server.public_url)
     app = web.Application(middlewares=[cors_middleware, guard, errors_middleware])
     app[RELAY] = relay
     app.router.add_routes([web.get("/healthz", relay.healthz), web.get("/metrics", relay.metrics)])
-    signalling = Signalling(registry, config.media, config.ice, config.limits, auth)
+    admit = cluster.admit if cluster is not None else None
+    signalling = Signalling(registry, config.media, config.ice, config.limits, auth, admit)
     app.router.add_routes(signalling.routes())
     app.router.add_routes(EventsApi(hub, auth).routes())
     app.router.add_routes(pages.routes())
     app.router.add_routes(LibraryApi(catalog, auth, pages).routes())
     app.cleanup_ctx.append(_lifecycle)
     return app
+
+
+def node_url(config: Config) -> str:
+    """Where other nodes reach this one: the configured URL, else this host and port."""
+    if config.cluster.node_url is not None:
+        return config.cluster.node_url.rstrip("/")
+    server = config.server
+    host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host
+    scheme = "https" if server.tls_cert is not None or server.self_signed else "http"
+    return f"{scheme}://{host}:{server.port}"
+
+
+def _cluster_node(config: Config, registry: Registry, secret: bytes) -> ClusterNode | None:
+    """This process's part of the cluster, when a Redis URL makes it a node of one."""
+    if config.storage.redis_url is None:
+        return None
+    directory = Directory(connect(config.storage.redis_url))
+    info = NodeInfo(new_node_id(), node_url(config), 0.0, 0)
+    return ClusterNode(directory, info, registry, secret)
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -151,10 +178,17 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         # sessions that never connected in time, and peers that went silent
         asyncio.ensure_future(_every(SWEEP_SECONDS, relay.registry.sweep, relay.clock)),
     ]
+    if relay.cluster is not None:
+        port = relay.mux.port if relay.mux is not None else 0
+        relay.cluster.info = dataclasses.replace(relay.cluster.info, media_port=port)
+        tasks.append(asyncio.ensure_future(relay.cluster.run()))
+        tasks.append(asyncio.ensure_future(relay.cluster.listen()))
     recovery = asyncio.ensure_future(relay.recorder.recover())  # lessons a crash left
     yield
     for task in tasks:
         task.cancel()
+    if relay.cluster is not None:
+        await relay.cluster.leave()
     metrics.uninstall(collector)
     await relay.registry.close()
     if relay.mux is not None:

@@ -74,6 +74,9 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser], common: _Parser) -
         metavar="PORT",
         help="the one UDP port for all media (default 8081; 0: any free port)",
     )
+    serve.add_argument(
+        "--node-url", metavar="URL", help="with --redis-url: the URL other nodes reach this one on"
+    )
     serve.set_defaults(run=_run_serve)
 
 
@@ -155,6 +158,7 @@ _SERVE_FLAGS = (
     "public_url",
     "public_ip",
     "udp_port",
+    "node_url",
 )
 _TOKEN_FLAGS = ("data_dir", "token_ttl")
 
@@ -193,9 +197,6 @@ def print_links(
 def _run_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the relay until SIGINT/SIGTERM, after printing links to it."""
     config = _load(args, _SERVE_FLAGS, env)
-    if config.storage.redis_url is not None:
-        # refuse rather than silently run single-node while the operator expects shared state
-        raise ConfigError("redis_url: multi-node state through Redis is not implemented yet")
     secret = load_secret(config.auth, config.storage.data_dir)
     if sys.stdout.isatty():  # a person at `make run`; a service's log gets no tokens
         print_links(config, secret)

@@ -156,6 +156,14 @@ def _urls(text: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    # With redis_url: the base URL other nodes reach this node on, for pulling its lessons
+    # (e.g. http://10.0.0.5:8080); None derives it from host and port, which suits nodes on
+    # one machine (host 127.0.0.1) or a host bound to its own address.
+    node_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     # Live and negotiating sessions one token may hold: a school's page that reconnects, or
     # a second projector on the same link, stays under it; a leaked token cannot flood a room.
@@ -195,6 +203,8 @@ class Config:
     ice: IceConfig = field(default_factory=IceConfig)
     # What one token, one room and one connection may use.
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    # This process as a node of a cluster (with storage.redis_url).
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 def _section_classes() -> dict[str, type[Any]]:

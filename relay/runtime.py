@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from relay.core.model import Event, FeedAssigned, FeedKey, SlotKey
 from relay.core.snapshot import ClassroomView, Lesson, Recording, RoomSnapshot, SourceView
 from relay.rtc import hooks
 from relay.rtc.sdp import OfferShape, advertise
-from relay.rtc.session import PlaySession, PublishSession, Session, close_quietly
+from relay.rtc.session import PlaySession, PublishSession, PullSession, Session, close_quietly
 from relay.rtc.upstream import Upstream
 from relay.sessions import EndedSessions, SessionBook, Ticket
 
@@ -125,19 +125,64 @@ class RoomRuntime:
         self._apply(events)
         return session.id, self._advertised(answer)
 
+    async def pull(self, origin: str, exchange: Callable[[str], Awaitable[str]]) -> str:
+        """Take the lesson from its origin node (this node is an edge): `exchange(offer)`
+        returns the origin's answer. The pull publishes the camera source here, so classrooms
+        of this node play it as they would a teacher; it is never recorded here (the origin
+        records). Returns the pull's session id."""
+        media = self.services.media
+        session = PullSession(
+            self.name, new_session_id(), origin, "camera", self._on_dead, self.services.sockets
+        )
+        try:
+            offer = await session.offer(media, media.renditions)
+            await session.accept(await exchange(offer))
+            kinds = frozenset(PullSession.KINDS)
+            events = self.model.publish(session.id, "camera", origin, kinds)
+        except BaseException:
+            await close_quietly(session)
+            raise
+        self.publishers[session.id] = session
+        self.upstreams.update(session.upstreams)
+        self._apply(events)
+        return session.id
+
+    @property
+    def pulling(self) -> bool:
+        """The lesson comes from another node (this node is an edge of the room)."""
+        return any(isinstance(p, PullSession) for p in self.publishers.values())
+
+    @property
+    def watched(self) -> bool:
+        """Classrooms of this node play the room (other nodes' pulls do not count)."""
+        return any(not p.node for p in self.players.values())
+
+    @property
+    def teaching(self) -> bool:
+        """A teacher publishes here (this node is the room's origin)."""
+        return any(not isinstance(p, PullSession) for p in self.publishers.values())
+
     async def play(
-        self, classroom: str, offer: str, shape: OfferShape, cap: str | None = None
+        self,
+        classroom: str,
+        offer: str,
+        shape: OfferShape,
+        cap: str | None = None,
+        node: bool = False,
     ) -> tuple[str, str]:
         """Start a classroom playback, its video at most at layer `cap`; returns (session id,
-        SDP answer)."""
+        SDP answer). Another node's pull (`node`) always gets the source: it makes its own
+        renditions for its classrooms."""
         session = PlaySession(
             self.name, new_session_id(), classroom, self._on_dead, self.services.sockets
         )
+        session.node = node
         media = self.services.media
+        renditions = () if node else media.renditions
         try:
             # slots in m-line order; a video slot's index counts video m-lines only
             slots: tuple[SlotKey, ...] = model.classroom_slots(session.id, shape.kinds_in_order)
-            answer = await session.start(offer, slots, media, media.renditions, cap)
+            answer = await session.start(offer, slots, media, renditions, cap)
             events = self.model.join(session.id, classroom, shape.kinds_in_order)
         except BaseException:
             await close_quietly(session)
@@ -298,7 +343,8 @@ class RoomRuntime:
             self._grace.cancel()
             self._grace = None
         if self._recording is None:
-            records = self.services.records(self.name)
+            # an edge keeps its classrooms' quality history; the origin records the media
+            records = self.services.records(self.name) and not self.pulling
             self._recording = self.services.recorder.open(
                 self.name, teacher, records, self.services.clock()
             )
@@ -342,6 +388,10 @@ class RoomRuntime:
         if current is None:
             return
         session = self.publishers[current.session]
+        if isinstance(session, PullSession):  # the teacher moved here: this node is the origin
+            logger.info("room %s: a teacher publishes here, ending the pull", self.name)
+            await self.end(session.id)
+            return
         silent_for = self.services.clock() - session.last_sign_of_life()
         if silent_for < STALE_PUBLISHER_SECONDS:
             raise Conflict(f"room {self.name!r} already has a live {source} publisher")

@@ -110,12 +110,15 @@ class Signalling:
         ice: IceConfig,
         limits: LimitsConfig,
         auth: Auth,
+        admit_room: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._registry = registry
         self._media = media
         self._ice = ice
         self._limits = limits
         self._auth = auth
+        # a cluster node checks that it can serve a room it does not serve yet (503 else)
+        self._admit_room = admit_room
 
     async def whip_post(self, request: web.Request) -> web.Response:
         """A teacher starts publishing one source."""
@@ -141,7 +144,7 @@ class Signalling:
         shape = check_offer(offer, sending=False)
 
         async def start(runtime: RoomRuntime) -> tuple[str, str]:
-            return await runtime.play(grant.name, offer, shape, cap)
+            return await runtime.play(grant.name, offer, shape, cap, node=grant.role == "node")
 
         return await self._create(room, "whep", grant, start)
 
@@ -158,6 +161,8 @@ class Signalling:
     ) -> web.Response:
         """Negotiate within the token's and the room's limits; 201 with the session's URL,
         its ICE session's entity tag and the ICE servers."""
+        if self._admit_room is not None:
+            await self._admit_room(room)
         runtime = self._registry.get(room)
         try:
             with runtime.book.reserve(grant.id):

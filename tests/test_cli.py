@@ -187,11 +187,3 @@ def test_python_m_relay_bad_role_exits_2() -> None:
     result = _run_module("token", "r1", "--role", "nobody")
     assert result.returncode == 2
     assert "ketang: error:" in result.stderr and result.stdout == ""
-
-
-def test_serve_refuses_redis_until_multi_node_state_exists(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    argv = ["serve", "--data-dir", str(tmp_path), "--redis-url", "redis://127.0.0.1:1"]
-    assert main(argv) == 2
-    assert "redis_url: multi-node state through Redis is not implemented" in capsys.readouterr().err

@@ -167,6 +167,35 @@ class PublishSession(Session):
         await super().close()
 
 
+class PullSession(PublishSession):
+    """An edge node's pull of a room's lesson from its origin node: a WHEP client whose
+    tracks become this node's upstreams, as if the teacher published here (scale-out)."""
+
+    # what a one-video-slot classroom of the origin receives: the screen while it is shared,
+    # else the camera; this node's classrooms get it the same way
+    KINDS = ("audio", "video")
+
+    async def offer(self, media: MediaConfig, renditions: tuple[Rendition, ...]) -> str:
+        """Receive-only transceivers tapped from the start; returns the complete offer."""
+        for kind in self.KINDS:
+            transceiver = self.pc.addTransceiver(kind, direction="recvonly")
+            transceiver.setCodecPreferences(codec_preferences(kind))
+            feed = FeedKey(self.source, kind)
+            receiver = transceiver.receiver
+            self.upstreams[feed] = Upstream(self.room, feed, receiver, media, renditions)
+        if self._sockets is not None:
+            hooks.share_host_sockets(self.pc, self._sockets)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def accept(self, answer: str) -> None:
+        """Apply the origin's answer; media flows once ICE and DTLS complete."""
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        except NEGOTIATION_ERRORS as exc:
+            raise BadRequest(f"the origin's answer is unusable: {exc!r}") from None
+
+
 class PlaySession(Session):
     """One classroom's downstream connection: an audio track and up to two video slots."""
 
@@ -184,6 +213,7 @@ class PlaySession(Session):
         self.rate: ClassroomRate | None = None
         self.created = self._clock()
         self.join_seconds: float | None = None
+        self.node = False  # another node of the cluster pulling the lesson, not a classroom
 
     async def start(
         self,

@@ -1,0 +1,241 @@
+"""This relay process as a node of a cluster (`--redis-url`): its record in the directory, the
+rooms it is the origin of, and the lessons it pulls from other nodes for its own classrooms.
+
+- The node whose teacher publishes a room is the room's **origin**: it claims the room's lease
+  in the directory (taking it over from another node: the teacher moved) and renews it while
+  the teacher is there. The recording is made there, once.
+- A node with classrooms of a room whose origin is elsewhere is an **edge**: it pulls the
+  lesson from the origin over WHEP with a `node` token, once for all its classrooms
+  (`RoomRuntime.pull`), and fans it out locally. Keyframe requests and NACKs go upstream
+  through that one pull, coalesced at each hop. When the pull dies (the origin went away),
+  the next round pulls again from whichever node is the origin then; classrooms keep their
+  sessions and resume at the next keyframe.
+- Every HEARTBEAT_SECONDS the node rewrites its record (with its load), renews its leases and
+  starts or ends pulls. While Redis is unreachable the lessons in progress go on untouched;
+  the rounds fail, are logged once, and resume when it is back (the node re-asserts its
+  origins and its record then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from relay import tokens
+from relay.cluster.directory import Directory, NodeInfo
+from relay.core.errors import BadRequest, KetangError
+from relay.core.model import Event, SourceStarted
+from relay.registry import Registry
+from relay.runtime import RoomRuntime
+
+logger = logging.getLogger(__name__)
+
+# A node rewrites its record and renews its leases this often; three missed rounds and it is
+# gone (NODE_TTL), and a lease outlives a dead origin by at most LEASE_SECONDS.
+HEARTBEAT_SECONDS = 2.0
+NODE_TTL = 6.0
+LEASE_SECONDS = 6.0
+# Seconds a pull's WHEP request may take (the origin answers with gathered candidates).
+PULL_TIMEOUT = 10.0
+# Lifetime of the node token a pull presents: one lesson, with margin.
+PULL_TOKEN_TTL = 6 * 3600
+
+
+def new_node_id() -> str:
+    """Unique per process, readable in logs: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class Pull:
+    """A pull this node runs for one room: from which node, and where to DELETE it."""
+
+    origin: str
+    session: str
+    location: str
+
+
+@dataclass
+class ClusterNode:
+    """One node's part of the cluster; `round()` is its periodic work."""
+
+    directory: Directory
+    info: NodeInfo
+    registry: Registry
+    secret: bytes
+    origins: set[str] = field(default_factory=set)
+    pulls: dict[str, Pull] = field(default_factory=dict)
+    _starting: set[str] = field(default_factory=set)
+    _failing: bool = False
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def on_event(self, event: Event) -> None:
+        """A room event of this process: a teacher starting here claims the room at once."""
+        if isinstance(event, SourceStarted):
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Rounds until cancelled: at least every HEARTBEAT_SECONDS, sooner when woken."""
+        while True:
+            await self.round()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), HEARTBEAT_SECONDS)
+
+    async def admit(self, room: str) -> None:
+        """Before a new session: a room this node serves already plays on without Redis; any
+        other needs the directory (to find its origin), so an outage is a 503 for it."""
+        runtime = self.registry.find(room)
+        if runtime is None or not runtime.active:
+            await self.directory.origin_of(room)
+
+    async def listen(self) -> None:
+        """Wake the round when another node announces it became a room's origin, so edges
+        follow a moving teacher at once instead of at their next round."""
+        while True:
+            try:
+                async with self.directory.subscribe() as events:
+                    async for _room, message in events:
+                        if message.get("type") == "origin" and message.get("node") != self.info.id:
+                            self._wake.set()
+            except KetangError:  # Redis is away: the rounds report it; listen again later
+                await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def round(self) -> None:
+        """Heartbeat, leases, pulls; a Redis outage costs the round, never the lessons."""
+        try:
+            await self._heartbeat()
+            await self._claim_and_renew()
+            await self._follow_origins()
+        except KetangError as error:
+            if not self._failing:
+                logger.warning("cluster round failed: %s", error)
+            self._failing = True
+            return
+        if self._failing:
+            logger.info("cluster directory reachable again")
+            self._failing = False
+
+    async def _heartbeat(self) -> None:
+        rooms = list(self.registry)
+        load = float(sum(len(r.players) + len(r.publishers) for r in rooms))
+        info = NodeInfo(self.info.id, self.info.url, load, self.info.media_port)
+        await self.directory.heartbeat(info, NODE_TTL)
+
+    async def _claim_and_renew(self) -> None:
+        """Hold the lease of every room a teacher publishes here; give up the others."""
+        teaching = {r.name for r in self.registry if r.teaching}
+        for room in teaching - self.origins:
+            holder = await self.directory.claim_origin(room, self.info.id, LEASE_SECONDS)
+            if holder != self.info.id:  # the teacher moved here from `holder`
+                await self.directory.take_over(room, self.info.id, holder, LEASE_SECONDS)
+                logger.info("room %s: origin moves here from %s", room, holder)
+            self.origins.add(room)
+            await self.directory.publish(room, {"type": "origin", "node": self.info.id})
+        for room in self.origins - teaching:
+            await self.directory.release_origin(room, self.info.id)
+            self.origins.discard(room)
+        lost = await self.directory.renew(sorted(self.origins), self.info.id, LEASE_SECONDS)
+        for room in lost:  # the directory forgot us (Redis restarted): claim it again
+            await self.directory.claim_origin(room, self.info.id, LEASE_SECONDS)
+
+    async def _follow_origins(self) -> None:
+        """Pull each room whose classrooms are here and whose teacher is elsewhere, from the
+        node that is its origin now; end pulls nobody here watches or whose origin moved. A
+        room with no origin in the directory keeps its pull (Redis may have restarted empty,
+        and its origin re-claims it in its next round)."""
+        live = {n.id: n for n in await self.directory.nodes()}
+        for runtime in self.registry:
+            pull = self.pulls.get(runtime.name)
+            if pull is not None and pull.session not in runtime.publishers:
+                del self.pulls[runtime.name]  # it died (the origin went away)
+                pull = None
+            if not runtime.watched or runtime.teaching:
+                if pull is not None:
+                    await self._stop_pull(runtime, pull)
+                continue
+            origin = await self.directory.origin_of(runtime.name)
+            node = live.get(origin) if origin is not None else None
+            if node is None or node.id == self.info.id:
+                continue
+            if pull is not None and node.id != pull.origin:
+                await self._stop_pull(runtime, pull)
+                pull = None
+            if pull is None and runtime.name not in self._starting:
+                self._spawn(self._start_pull(runtime, node))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a pull's start beside the rounds (it takes an ICE and DTLS handshake)."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_pull(self, runtime: RoomRuntime, origin: NodeInfo) -> None:
+        name = runtime.name
+        self._starting.add(name)
+        location: list[str] = []
+        try:
+            session = await runtime.pull(origin.id, self._exchange(origin, name, location))
+            self.pulls[name] = Pull(origin.id, session, location[0])
+            logger.info("room %s: pulling the lesson from %s", name, origin.id)
+        except (KetangError, aiohttp.ClientError, TimeoutError, OSError) as error:
+            logger.warning("room %s: pull from %s failed: %s", name, origin.id, error)
+        finally:
+            self._starting.discard(name)
+
+    def _exchange(
+        self, origin: NodeInfo, room: str, location: list[str]
+    ) -> Callable[[str], Awaitable[str]]:
+        """The WHEP request of a pull: our offer to the origin, its answer back."""
+
+        async def exchange(offer: str) -> str:
+            token = tokens.issue(self.secret, room, "node", self.info.id, PULL_TOKEN_TTL)
+            headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
+            url = f"{origin.url}/whep/{room}"
+            timeout = aiohttp.ClientTimeout(total=PULL_TIMEOUT)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as http,
+                http.post(url, data=offer, headers=headers) as reply,
+            ):
+                body = await reply.text()
+                if reply.status != 201:
+                    raise BadRequest(f"origin answered {reply.status}: {body.strip()[:200]}")
+                location.append(str(reply.url.join(URL(reply.headers["Location"]))))
+                return body
+
+        return exchange
+
+    async def _stop_pull(self, runtime: RoomRuntime, pull: Pull) -> None:
+        """No classroom here watches the room any more: end the pull here and at the origin."""
+        del self.pulls[runtime.name]
+        with contextlib.suppress(KetangError):  # it may have ended meanwhile
+            await runtime.end(pull.session)
+        token = tokens.issue(self.secret, runtime.name, "node", self.info.id, 60)
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+                await http.delete(pull.location, headers={"Authorization": f"Bearer {token}"})
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            logger.info("room %s: ending the pull at %s: %s", runtime.name, pull.origin, error)
+
+    async def leave(self) -> None:
+        """Shutdown: give up leases and the node's record, so others take over at once."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            for room in sorted(self.origins):
+                await self.directory.release_origin(room, self.info.id)
+            await self.directory.leave(self.info.id)
+        except KetangError as error:
+            logger.warning("leaving the cluster: %s", error)
+        await self.directory.aclose()

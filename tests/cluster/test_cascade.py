@@ -1,0 +1,85 @@
+"""One lesson across several real `ketang serve` processes and a real redis-server: the
+teacher's node is the origin, the others pull the lesson once and fan it out (an edge)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.nodes import Node, start_node, token
+from tests.media import TAG_CAMERA, CounterVideoTrack, ToneAudioTrack
+from tests.peers import Playback, Publication, max_gap, whep_play, whip_publish
+from tests.redis_server import RedisServer
+
+ROOM = "county-music"
+PLAY_TIMEOUT = 20.0  # a pull starts within a directory round (2 s) plus ICE and DTLS
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[list[Node]]:
+    """Three nodes, A, B and C, of one cluster."""
+    started: list[Node] = []
+    try:
+        for name in ("a", "b", "c"):
+            started.append(await start_node(tmp_path, redis_server.url, name))
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+
+
+async def teach(node: Node) -> Publication:
+    video = CounterVideoTrack(tag=TAG_CAMERA, fps=30)
+    teacher = token(ROOM, "teacher", "Ms Zhao")
+    return await whip_publish(node.base, ROOM, teacher, "camera", video, ToneAudioTrack())
+
+
+async def join(node: Node, school: str) -> Playback:
+    return await whep_play(node.base, ROOM, token(ROOM, "classroom", school))
+
+
+def fps(classroom: Playback, seconds: float = 2.0) -> float:
+    now = asyncio.get_running_loop().time()
+    return classroom.video[0].fps(now, seconds, TAG_CAMERA)
+
+
+def gap_across(classroom: Playback, moment: float) -> float:
+    """The longest video gap from the last frame before `moment` on."""
+    times = [r.t for r in classroom.video[0].records]
+    last_before = max(t for t in times if t < moment)
+    return max_gap(times, since=last_before)
+
+
+@pytest.mark.timeout(120)
+async def test_a_lesson_on_node_a_plays_on_b_and_c_and_follows_the_teacher_to_b(
+    nodes: list[Node],
+) -> None:
+    a, b, c = nodes
+    publication = await teach(a)
+    classrooms = [await join(node, f"{node.name} school {n}") for node in (b, c) for n in (1, 2)]
+    try:
+        await asyncio.gather(
+            *(p.wait_frames(0, 60, TAG_CAMERA, timeout=PLAY_TIMEOUT) for p in classrooms)
+        )
+        assert min(fps(p) for p in classrooms) >= 25
+        assert all(p.audio.count > 0 for p in classrooms)
+        # each edge pulls once for its two classrooms: the origin serves two node sessions
+        assert a.health()["classrooms"] == 2
+        assert b.health()["classrooms"] == 2 and c.health()["classrooms"] == 2
+        # the teacher's browser reconnects through B: B becomes the origin, C pulls from B
+        moved_at = asyncio.get_running_loop().time()
+        await publication.close()
+        publication = await teach(b)
+        await asyncio.gather(
+            *(p.wait_frames(0, 60, TAG_CAMERA, timeout=PLAY_TIMEOUT) for p in classrooms)
+        )
+        assert min(fps(p) for p in classrooms) >= 25
+        gaps = [gap_across(p, moved_at) for p in classrooms]
+        print(f"\nteacher moved A -> B: classrooms' longest video gap {max(gaps):.2f} s")
+        assert b.health()["classrooms"] == 3  # B's two classrooms and C's pull
+    finally:
+        await asyncio.gather(*(p.close() for p in classrooms))
+        await publication.close()
