@@ -148,6 +148,8 @@ def node_url(config: Config) -> str:
     """Where other nodes reach this one: the configured URL, else this host and port."""
     if config.cluster.node_url is not None:
         return config.cluster.node_url.rstrip("/")
+    if config.cluster.node_port is not None:
+        return f"http://127.0.0.1:{config.cluster.node_port}"
     server = config.server
     host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host
     scheme = "https" if server.tls_cert is not None or server.self_signed else "http"
@@ -210,9 +212,16 @@ async def serve(config: Config) -> None:
     runner = make_runner(app, config)
     await runner.setup()
     context: ssl.SSLContext | None = server_ssl_context(config)
-    site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=context)
+    server = config.server
+    site = web.TCPSite(
+        runner, server.host, server.port, ssl_context=context, reuse_port=server.reuse_port
+    )
     await site.start()
     logger.info("relay listening on %s", json.dumps(site.name))
+    if config.cluster.node_port is not None:  # this worker's own address for other nodes
+        node_site = web.TCPSite(runner, "127.0.0.1", config.cluster.node_port)
+        await node_site.start()
+        logger.info("node address %s", json.dumps(node_site.name))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

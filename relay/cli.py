@@ -77,6 +77,12 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser], common: _Parser) -
     serve.add_argument(
         "--node-url", metavar="URL", help="with --redis-url: the URL other nodes reach this one on"
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="with --redis-url: N relay processes on this machine sharing the HTTP port",
+    )
     serve.set_defaults(run=_run_serve)
 
 
@@ -159,6 +165,7 @@ _SERVE_FLAGS = (
     "public_ip",
     "udp_port",
     "node_url",
+    "workers",
 )
 _TOKEN_FLAGS = ("data_dir", "token_ttl")
 
@@ -205,6 +212,10 @@ def _run_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from relay.logs import configure
 
     configure()
+    if config.cluster.workers > 1:
+        from relay.cluster.workers import run_workers
+
+        return run_workers(config, secret, env)
     from relay.app import serve  # lazy: `ketang token` must not import the media stack
 
     asyncio.run(serve(config))

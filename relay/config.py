@@ -44,6 +44,9 @@ class ServerConfig:
     self_signed: bool = False
     # Base URL printed in links, e.g. behind a reverse proxy; None derives it from scheme/host/port.
     public_url: str | None = None
+    # Share the HTTP port with other processes (SO_REUSEPORT): the workers of `--workers N`
+    # do, and the kernel spreads new connections over them.
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +164,13 @@ class ClusterConfig:
     # (e.g. http://10.0.0.5:8080); None derives it from host and port, which suits nodes on
     # one machine (host 127.0.0.1) or a host bound to its own address.
     node_url: str | None = None
+    # Relay processes on this machine, each a node of the cluster with its own media port
+    # (udp_port + i) and a loopback port for the other nodes; they share the HTTP port.
+    # Above 1 it needs redis_url.
+    workers: int = 1
+    # A second HTTP listener on 127.0.0.1 for the other nodes of this machine (a worker's
+    # own address, where the shared port could reach any worker); None: none.
+    node_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +382,20 @@ def load_config(file: Path | None, env: Mapping[str, str], flags: Mapping[str, o
     return config
 
 
+def as_environment(config: Config) -> dict[str, str]:
+    """Every setting as KETANG_* variables: what a worker process is started with, so it
+    runs with exactly its parent's resolved config (an unset optional is "")."""
+    env = {}
+    for name, (section, _) in FIELDS.items():
+        value = getattr(getattr(config, section), name)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = "" if value is None else str(value)
+        env[env_name(name)] = text
+    return env
+
+
 def load(file: Path | None, env: Mapping[str, str], flags: Mapping[str, object]) -> Config:
     """Config for a command: the file from its --config flag, else $KETANG_CONFIG, then the
     environment and its other flags."""
@@ -391,6 +415,18 @@ def _server_problems(server: ServerConfig) -> list[str]:
         problems.append(
             f"public_url must start with http:// or https://, got {server.public_url!r}"
         )
+    return problems
+
+
+def _cluster_problems(config: Config) -> list[str]:
+    cluster = config.cluster
+    problems = []
+    if cluster.workers < 1:
+        problems.append(f"workers must be at least 1, got {cluster.workers}")
+    elif cluster.workers > 1 and config.storage.redis_url is None:
+        problems.append("workers above 1 need redis_url: the workers are nodes of a cluster")
+    if cluster.node_port is not None and not 1 <= cluster.node_port <= 65535:
+        problems.append(f"node_port must be 1..65535, got {cluster.node_port}")
     return problems
 
 
@@ -452,6 +488,7 @@ def validate(config: Config) -> None:
         *_positive(config.media),
         *_ice_problems(config.ice),
         *_positive(config.limits),
+        *_cluster_problems(config),
     ]
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))

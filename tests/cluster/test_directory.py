@@ -229,6 +229,27 @@ async def test_while_redis_is_down_every_call_answers_503_with_retry_after_in_ti
     assert str(redis_server.port) not in message  # nor host nor port reach the caller
 
 
+async def test_a_redis_that_never_answers_costs_a_call_at_most_its_bound() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up and disconnects
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    directory = Directory(connect(f"redis://127.0.0.1:{port}/0"), call_timeout=0.5)
+    loop = asyncio.get_running_loop()
+    try:
+        for name in ("origin_of", "heartbeat", "subscribe"):
+            started = loop.time()
+            with pytest.raises(Overloaded):
+                await CALLS[name](directory)
+            assert loop.time() - started < 1.0
+    finally:
+        await directory.aclose()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_room_event_reaches_a_subscriber_of_every_room(
     directory: Directory, other: Directory
 ) -> None:
