@@ -134,8 +134,7 @@ def build_app(config: Config, secret: bytes) -> web.Application:
     app = web.Application(middlewares=[cors_middleware, guard, errors_middleware])
     app[RELAY] = relay
     app.router.add_routes([web.get("/healthz", relay.healthz), web.get("/metrics", relay.metrics)])
-    admit = cluster.admit if cluster is not None else None
-    signalling = Signalling(registry, config.media, config.ice, config.limits, auth, admit)
+    signalling = Signalling(registry, config.media, config.ice, config.limits, auth, cluster)
     app.router.add_routes(signalling.routes())
     app.router.add_routes(EventsApi(hub, auth).routes())
     app.router.add_routes(pages.routes())

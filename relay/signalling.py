@@ -19,6 +19,7 @@ from aiohttp import web
 
 from monitoring import metrics
 from relay.auth import Auth
+from relay.cluster.node import ClusterNode
 from relay.config import IceConfig, LimitsConfig, MediaConfig
 from relay.core.errors import (
     BadRequest,
@@ -110,15 +111,16 @@ class Signalling:
         ice: IceConfig,
         limits: LimitsConfig,
         auth: Auth,
-        admit_room: Callable[[str], Awaitable[None]] | None = None,
+        cluster: ClusterNode | None = None,
     ) -> None:
         self._registry = registry
         self._media = media
         self._ice = ice
         self._limits = limits
         self._auth = auth
-        # a cluster node checks that it can serve a room it does not serve yet (503 else)
-        self._admit_room = admit_room
+        # a node of a cluster: it admits rooms, indexes sessions and forwards requests for
+        # sessions other nodes hold
+        self._cluster = cluster
 
     async def whip_post(self, request: web.Request) -> web.Response:
         """A teacher starts publishing one source."""
@@ -161,8 +163,8 @@ class Signalling:
     ) -> web.Response:
         """Negotiate within the token's and the room's limits; 201 with the session's URL,
         its ICE session's entity tag and the ICE servers."""
-        if self._admit_room is not None:
-            await self._admit_room(room)
+        if self._cluster is not None:
+            await self._cluster.admit(room)
         runtime = self._registry.get(room)
         try:
             with runtime.book.reserve(grant.id):
@@ -170,6 +172,8 @@ class Signalling:
             ticket = runtime.admit(session_id, kind, grant.id)
         finally:
             self._registry.release(room)
+        if self._cluster is not None:
+            await self._cluster.index(session_id, room)
         headers = [("Location", f"/{kind}/{room}/{session_id}"), ("ETag", ticket.etag)]
         servers = client_ice_servers(self._ice, grant.name, time.time())
         headers += [("Accept-Patch", SDPFRAG_TYPE), *link_header(servers)]
@@ -203,14 +207,36 @@ class Signalling:
             self._registry.release(room)
 
     async def session_delete(self, request: web.Request) -> web.Response:
-        """End a WHIP or WHEP session by its Location URL."""
+        """End a WHIP or WHEP session by its Location URL (held here, or by another node)."""
+        return await self._here_or_there(request, self._delete_here)
+
+    async def session_patch(self, request: web.Request) -> web.Response:
+        """Trickle ICE for a session held here, or by another node."""
+        return await self._here_or_there(request, self._patch_here)
+
+    async def _here_or_there(
+        self, request: web.Request, here: Callable[[web.Request], Awaitable[web.Response]]
+    ) -> web.Response:
+        """Act on a session this process holds; one it does not know may be another node's
+        (the kernel spreads connections over workers, a front over nodes)."""
+        try:
+            return await here(request)
+        except NotFound:
+            if self._cluster is None:
+                raise
+            forwarded = await self._cluster.forward(request, request.match_info["session"])
+            if forwarded is None:
+                raise
+            return forwarded
+
+    async def _delete_here(self, request: web.Request) -> web.Response:
         runtime, session_id, _ = self._own_session(request, ended=True)
         if not runtime.book.live(session_id):  # its peer connection closed first
             return web.Response(status=200, text="session already ended\n")
         await runtime.end(session_id)
         return web.Response(status=200, text="session ended\n")
 
-    async def session_patch(self, request: web.Request) -> web.Response:
+    async def _patch_here(self, request: web.Request) -> web.Response:
         """Trickle ICE (RFC 9725 §4.3.1): 204 once the candidates are added. An ICE restart
         (new credentials, or `If-Match: *`) is refused with 422, as the RFC asks of a server
         that trickles but cannot restart (aiortc cannot)."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from yarl import URL
 
 from relay import tokens
@@ -48,6 +49,12 @@ LEASE_SECONDS = 6.0
 PULL_TIMEOUT = 10.0
 # Lifetime of the node token a pull presents: one lesson, with margin.
 PULL_TOKEN_TTL = 6 * 3600
+# Seconds a session stays in the index: longer than any school day's lesson.
+SESSION_TTL = 12 * 3600
+# What a forwarded session request carries (the token, the ICE session tag, the body type)
+# and what its answer keeps.
+FORWARDED_HEADERS = frozenset({"Authorization", "If-Match", "Content-Type"})
+ANSWERED_HEADERS = frozenset({"Content-Type", "ETag", "Retry-After"})
 
 
 def new_node_id() -> str:
@@ -98,6 +105,39 @@ class ClusterNode:
         runtime = self.registry.find(room)
         if runtime is None or not runtime.active:
             await self.directory.origin_of(room)
+
+    async def index(self, session_id: str, room: str) -> None:
+        """Note a new session's node, so its `Location` works through any node; a Redis
+        outage costs only that (the session itself plays on)."""
+        try:
+            await self.directory.index_session(session_id, self.info.id, room, SESSION_TTL)
+        except KetangError as error:
+            logger.warning("session %s not indexed: %s", session_id, error)
+
+    async def forward(self, request: web.Request, session_id: str) -> web.Response | None:
+        """Send a DELETE or PATCH for a session another node holds to that node and return
+        its answer; None when no other live node holds it."""
+        entry = await self.directory.session(session_id)
+        if entry is None or entry.node_id == self.info.id:
+            return None
+        live = {n.id: n for n in await self.directory.nodes()}
+        node = live.get(entry.node_id)
+        if node is None:
+            return None
+        headers = {k: v for k, v in request.headers.items() if k in FORWARDED_HEADERS}
+        body = await request.read()
+        timeout = aiohttp.ClientTimeout(total=PULL_TIMEOUT)
+        url = node.url + request.path_qs
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as http,
+                http.request(request.method, url, data=body, headers=headers) as reply,
+            ):
+                kept = {k: v for k, v in reply.headers.items() if k in ANSWERED_HEADERS}
+                return web.Response(status=reply.status, body=await reply.read(), headers=kept)
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:  # it died meanwhile
+            logger.info("forwarding to %s failed: %s", node.id, error)
+            return None
 
     async def listen(self) -> None:
         """Wake the round when another node announces it became a room's origin, so edges

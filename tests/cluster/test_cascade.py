@@ -11,7 +11,16 @@ import pytest
 
 from tests.cluster.nodes import Node, start_node, token
 from tests.media import TAG_CAMERA, CounterVideoTrack, ToneAudioTrack
-from tests.peers import Playback, Publication, max_gap, whep_play, whip_publish
+from tests.peers import (
+    Playback,
+    Publication,
+    max_gap,
+    whep_play,
+    whip_publish,
+)
+from tests.peers import (
+    delete_session as delete,
+)
 from tests.redis_server import RedisServer
 
 ROOM = "county-music"
@@ -80,6 +89,12 @@ async def test_a_lesson_on_node_a_plays_on_b_and_c_and_follows_the_teacher_to_b(
         gaps = [gap_across(p, moved_at) for p in classrooms]
         print(f"\nteacher moved A -> B: classrooms' longest video gap {max(gaps):.2f} s")
         assert b.health()["classrooms"] == 3  # B's two classrooms and C's pull
+        # a classroom's DELETE may reach any node: C forwards it to B, which holds it
+        leaving = classrooms.pop(0)
+        path = leaving.location.removeprefix(b.base)
+        assert await delete(c.base + path, leaving.token) == 200
+        assert b.health()["classrooms"] == 2
+        await leaving.close()
     finally:
         await asyncio.gather(*(p.close() for p in classrooms))
         await publication.close()
