@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,6 +43,8 @@ STALE_PUBLISHER_SECONDS = 3.0
 
 EventListener = Callable[[Event], None]
 Clock = Callable[[], float]
+# An edge's WHEP request to a room's origin: our offer in, (answer, sources live there) out.
+Exchange = Callable[[str], Awaitable[tuple[str, frozenset[str]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,27 +127,43 @@ class RoomRuntime:
         self._apply(events)
         return session.id, self._advertised(answer)
 
-    async def pull(self, origin: str, exchange: Callable[[str], Awaitable[str]]) -> str:
+    async def pull(self, origin: str, exchange: Exchange) -> str:
         """Take the lesson from its origin node (this node is an edge): `exchange(offer)`
-        returns the origin's answer. The pull publishes the camera source here, so classrooms
-        of this node play it as they would a teacher; it is never recorded here (the origin
-        records). Returns the pull's session id."""
+        returns the origin's answer and the sources live there. The pull publishes them here,
+        so classrooms of this node play them as they would a teacher's; it is never recorded
+        here (the origin records). Returns the pull's session id."""
         media = self.services.media
         session = PullSession(
             self.name, new_session_id(), origin, "camera", self._on_dead, self.services.sockets
         )
         try:
             offer = await session.offer(media, media.renditions)
-            await session.accept(await exchange(offer))
-            kinds = frozenset(PullSession.KINDS)
-            events = self.model.publish(session.id, "camera", origin, kinds)
+            answer, live = await exchange(offer)
+            await session.accept(answer)
+            events = self.model.publish(session.id, "camera", origin, PullSession.CAMERA_KINDS)
         except BaseException:
             await close_quietly(session)
             raise
         self.publishers[session.id] = session
         self.upstreams.update(session.upstreams)
         self._apply(events)
+        self.pulled_sources(session.id, live)
         return session.id
+
+    def pulled_sources(self, session_id: str, live: Collection[str]) -> None:
+        """The origin's screen share started or ended: publish or end it here too (the
+        pull carries it on its second video track all along)."""
+        session = self.publishers.get(session_id)
+        if not isinstance(session, PullSession):
+            return
+        screen_id = PullSession.screen_session(session_id)
+        current = self.model.publishers.get("screen")
+        if "screen" in live and current is None:
+            feed = FeedKey("screen", "video")
+            self.upstreams[feed] = session.upstreams[feed]
+            self._apply(self.model.publish(screen_id, "screen", session.name, frozenset({"video"})))
+        elif "screen" not in live and current is not None and current.session == screen_id:
+            self._apply(self.model.unpublish(screen_id))
 
     @property
     def pulling(self) -> bool:
@@ -198,8 +216,10 @@ class RoomRuntime:
 
     async def end(self, session_id: str) -> None:
         """End a publication or playback by id; 404 if unknown."""
-        session: Session | None = self.publishers.pop(session_id, None)
+        session: Session | None = self.publishers.get(session_id)
         if session is not None:
+            self.pulled_sources(session_id, ())  # a pull's screen ends with it
+            del self.publishers[session_id]
             self._apply(self.model.unpublish(session_id))
         else:
             session = self.players.pop(session_id, None)

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from monitoring import metrics
 from relay.auth import Auth
-from relay.cluster.node import ClusterNode
+from relay.cluster.node import SOURCES_HEADER, ClusterNode
 from relay.config import IceConfig, LimitsConfig, MediaConfig
 from relay.core.errors import (
     BadRequest,
@@ -175,6 +175,8 @@ class Signalling:
         if self._cluster is not None:
             await self._cluster.index(session_id, room)
         headers = [("Location", f"/{kind}/{room}/{session_id}"), ("ETag", ticket.etag)]
+        if grant.role == "node":  # an edge's pull: which sources to publish on its side
+            headers.append((SOURCES_HEADER, ",".join(sorted(runtime.model.publishers))))
         servers = client_ice_servers(self._ice, grant.name, time.time())
         headers += [("Accept-Patch", SDPFRAG_TYPE), *link_header(servers)]
         response = web.Response(status=201, text=answer, content_type=SDP_TYPE)

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +34,9 @@ from yarl import URL
 from relay import tokens
 from relay.cluster.directory import Directory, NodeInfo
 from relay.core.errors import BadRequest, KetangError
-from relay.core.model import Event, SourceStarted
+from relay.core.model import Event, SourceEnded, SourceStarted
 from relay.registry import Registry
-from relay.runtime import RoomRuntime
+from relay.runtime import Exchange, RoomRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ LEASE_SECONDS = 6.0
 PULL_TIMEOUT = 10.0
 # Lifetime of the node token a pull presents: one lesson, with margin.
 PULL_TOKEN_TTL = 6 * 3600
+# On the 201 answering a node's pull: the sources live at the origin, comma-separated.
+SOURCES_HEADER = "Ketang-Sources"
 # Seconds a session stays in the index: longer than any school day's lesson.
 SESSION_TTL = 12 * 3600
 # What a forwarded session request carries (the token, the ICE session tag, the body type)
@@ -87,9 +89,35 @@ class ClusterNode:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def on_event(self, event: Event) -> None:
-        """A room event of this process: a teacher starting here claims the room at once."""
+        """A room event of this process: a teacher starting here claims the room at once,
+        and the edges hear at once when a source starts or ends at the origin."""
         if isinstance(event, SourceStarted):
             self._wake.set()
+        if isinstance(event, SourceStarted | SourceEnded):
+            runtime = self.registry.find(event.room)
+            if runtime is not None and runtime.teaching:
+                live = sorted(runtime.model.publishers)
+                message = {"type": "sources", "node": self.info.id, "live": live}
+                self._spawn(self._announce(event.room, message))
+
+    async def _announce(self, room: str, message: dict[str, Any]) -> None:
+        try:
+            await self.directory.publish(room, message)
+        except KetangError as error:
+            logger.warning("room %s: sources not announced: %s", room, error)
+
+    def _heard(self, room: str, message: dict[str, Any]) -> None:
+        """Another node's announcement: follow a moved teacher, or a source of our origin."""
+        sender = message.get("node")
+        if sender == self.info.id:
+            return
+        if message.get("type") == "origin":
+            self._wake.set()
+        pull, runtime, live = self.pulls.get(room), self.registry.find(room), message.get("live")
+        if message.get("type") != "sources" or pull is None or runtime is None:
+            return
+        if sender == pull.origin and isinstance(live, list):
+            runtime.pulled_sources(pull.session, frozenset(map(str, live)))
 
     async def run(self) -> None:
         """Rounds until cancelled: at least every HEARTBEAT_SECONDS, sooner when woken."""
@@ -145,9 +173,8 @@ class ClusterNode:
         while True:
             try:
                 async with self.directory.subscribe() as events:
-                    async for _room, message in events:
-                        if message.get("type") == "origin" and message.get("node") != self.info.id:
-                            self._wake.set()
+                    async for room, message in events:
+                        self._heard(room, message)
             except KetangError:  # Redis is away: the rounds report it; listen again later
                 await asyncio.sleep(HEARTBEAT_SECONDS)
 
@@ -233,12 +260,11 @@ class ClusterNode:
         finally:
             self._starting.discard(name)
 
-    def _exchange(
-        self, origin: NodeInfo, room: str, location: list[str]
-    ) -> Callable[[str], Awaitable[str]]:
-        """The WHEP request of a pull: our offer to the origin, its answer back."""
+    def _exchange(self, origin: NodeInfo, room: str, location: list[str]) -> Exchange:
+        """The WHEP request of a pull: our offer to the origin; its answer and live sources
+        back."""
 
-        async def exchange(offer: str) -> str:
+        async def exchange(offer: str) -> tuple[str, frozenset[str]]:
             token = tokens.issue(self.secret, room, "node", self.info.id, PULL_TOKEN_TTL)
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
             url = f"{origin.url}/whep/{room}"
@@ -251,7 +277,8 @@ class ClusterNode:
                 if reply.status != 201:
                     raise BadRequest(f"origin answered {reply.status}: {body.strip()[:200]}")
                 location.append(str(reply.url.join(URL(reply.headers["Location"]))))
-                return body
+                live = reply.headers.get(SOURCES_HEADER, "")
+                return body, frozenset(s for s in live.split(",") if s)
 
         return exchange
 

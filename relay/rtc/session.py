@@ -171,16 +171,21 @@ class PullSession(PublishSession):
     """An edge node's pull of a room's lesson from its origin node: a WHEP client whose
     tracks become this node's upstreams, as if the teacher published here (scale-out)."""
 
-    # what a one-video-slot classroom of the origin receives: the screen while it is shared,
-    # else the camera; this node's classrooms get it the same way
-    KINDS = ("audio", "video")
+    # what a two-video-slot classroom of the origin receives: audio, the camera, and the
+    # screen share while there is one; they become this node's camera and screen sources
+    FEEDS = (FeedKey("camera", "audio"), FeedKey("camera", "video"), FeedKey("screen", "video"))
+    CAMERA_KINDS = frozenset({"audio", "video"})
+
+    @staticmethod
+    def screen_session(session_id: str) -> str:
+        """The room model's id for the screen share a pull carries (one per source)."""
+        return f"{session_id}:screen"
 
     async def offer(self, media: MediaConfig, renditions: tuple[Rendition, ...]) -> str:
         """Receive-only transceivers tapped from the start; returns the complete offer."""
-        for kind in self.KINDS:
-            transceiver = self.pc.addTransceiver(kind, direction="recvonly")
-            transceiver.setCodecPreferences(codec_preferences(kind))
-            feed = FeedKey(self.source, kind)
+        for feed in self.FEEDS:
+            transceiver = self.pc.addTransceiver(feed.kind, direction="recvonly")
+            transceiver.setCodecPreferences(codec_preferences(feed.kind))
             receiver = transceiver.receiver
             self.upstreams[feed] = Upstream(self.room, feed, receiver, media, renditions)
         if self._sockets is not None:

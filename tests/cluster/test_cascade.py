@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.nodes import Node, start_node, token
-from tests.media import TAG_CAMERA, CounterVideoTrack, ToneAudioTrack
+from tests.media import TAG_CAMERA, TAG_SCREEN, CounterVideoTrack, ToneAudioTrack
 from tests.peers import (
     Playback,
     Publication,
@@ -98,3 +98,33 @@ async def test_a_lesson_on_node_a_plays_on_b_and_c_and_follows_the_teacher_to_b(
     finally:
         await asyncio.gather(*(p.close() for p in classrooms))
         await publication.close()
+
+
+@pytest.mark.timeout(120)
+async def test_an_edge_carries_the_screen_share_as_the_origin_does(nodes: list[Node]) -> None:
+    """A two-slot classroom on an edge gets camera and screen; a one-slot classroom gets the
+    screen while it is shared and the camera before and after, as on the origin."""
+    a, b, _ = nodes
+    camera = await teach(a)
+    two_slots = await whep_play(b.base, ROOM, token(ROOM, "classroom", "Hill"), video_slots=2)
+    one_slot = await join(b, "River")
+    screen: Publication | None = None
+    try:
+        await one_slot.wait_frames(0, 30, TAG_CAMERA, timeout=PLAY_TIMEOUT)
+        teacher = token(ROOM, "teacher", "Ms Zhao")
+        slides = CounterVideoTrack(tag=TAG_SCREEN, fps=30)
+        screen = await whip_publish(a.base, ROOM, teacher, "screen", slides, None)
+        await asyncio.gather(
+            two_slots.wait_frames(0, 30, TAG_CAMERA, timeout=PLAY_TIMEOUT),
+            two_slots.wait_frames(1, 30, TAG_SCREEN, timeout=PLAY_TIMEOUT),
+            one_slot.wait_frames(0, 30, TAG_SCREEN, timeout=PLAY_TIMEOUT),
+        )
+        await screen.close()
+        screen = None
+        await one_slot.wait_frames(0, 60, TAG_CAMERA, timeout=PLAY_TIMEOUT)
+        assert fps(one_slot, 1.0) >= 25
+    finally:
+        await asyncio.gather(two_slots.close(), one_slot.close())
+        if screen is not None:
+            await screen.close()
+        await camera.close()
