@@ -127,6 +127,8 @@ def build_app(config: Config, secret: bytes) -> web.Application:
     cluster = _cluster_node(config, registry, secret)
     if cluster is not None:
         listeners.append(cluster.on_event)
+        cluster.local_state = hub.local_state  # what this node tells the others
+        hub.remote = cluster  # and what the pages here learn of theirs
     relay = Relay(config, registry, hub, catalog, recorder, clock, mux, cluster)
     auth = Auth(secret)
     pages = Pages(config, auth, secret, hub)

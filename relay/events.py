@@ -20,7 +20,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -129,6 +129,7 @@ class EventHub:
         self._sockets: Counter[str] = Counter()  # token id -> open sockets
         self._dirty: set[str] = set()
         self._flush: asyncio.TimerHandle | None = None
+        self.remote: RemoteViews | None = None  # the other nodes' rooms, on a cluster node
 
     # out
 
@@ -166,12 +167,22 @@ class EventHub:
             if data is not None:
                 offer(page.queue, data)
 
-    def state(self, room: str) -> dict[str, Any]:
-        """Everything a page shows about one room, right now."""
+    def local_state(self, room: str) -> dict[str, Any]:
+        """What this process knows of one room, right now."""
         runtime = self.registry.find(room)
         if runtime is None:
             return state_message(RoomSnapshot(room, False, Lesson(), (), (), 0), self._wall())
         return state_message(runtime.snapshot(self._clock()), self._wall())
+
+    def state(self, room: str) -> dict[str, Any]:
+        """Everything a page shows about one room, right now: on a node of a cluster, with
+        the classrooms of the other nodes and the lesson as its origin describes it."""
+        local = self.local_state(room)
+        if self.remote is None:
+            return local
+        runtime = self.registry.find(room)
+        teaching = runtime is not None and runtime.teaching
+        return merge([(teaching, local), *self.remote.views(room)])
 
     async def tick(self) -> None:
         """Send every watched room its state each QUALITY_INTERVAL."""
@@ -250,6 +261,25 @@ def visible(message: dict[str, Any], school: str | None) -> dict[str, Any] | Non
     if "name" in message and message.get("event", "").startswith("classroom-"):
         return message if message["name"] == school else None
     return message
+
+
+class RemoteViews(Protocol):
+    """What the other nodes of a cluster last said about their rooms."""
+
+    def views(self, room: str) -> list[tuple[bool, dict[str, Any]]]:
+        """(that node teaches the room, its state of the room), one per node serving it."""
+
+    def rooms(self) -> set[str]:
+        """Rooms some other node serves."""
+
+
+def merge(views: list[tuple[bool, dict[str, Any]]]) -> dict[str, Any]:
+    """One room's state across nodes: every node's classrooms, and the lesson, sources,
+    uplink and recording as the origin (the node the teacher publishes to) has them."""
+    primary = next((state for teaching, state in views if teaching), views[0][1])
+    classrooms = [c for _, state in views for c in state["classrooms"]]
+    live = any(state["live"] for _, state in views)
+    return {**primary, "classrooms": classrooms, "live": live}
 
 
 def state_message(snapshot: RoomSnapshot, at: float) -> dict[str, Any]:

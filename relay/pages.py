@@ -128,8 +128,10 @@ class Pages:
     async def rooms_api(self, request: web.Request) -> web.Response:
         """GET /api/rooms: every live room this admin may see, as the pages' state."""
         grant = self._auth.admin(request)
-        visible = [r.name for r in self._registry if r.active and may_manage(grant, r.name)]
-        rooms = [self._hub.state(name) for name in visible]
+        names = {r.name for r in self._registry if r.active}
+        if self._hub.remote is not None:  # a cluster node: the rooms of the other nodes too
+            names |= self._hub.remote.rooms()
+        rooms = [self._hub.state(name) for name in sorted(names) if may_manage(grant, name)]
         return web.json_response({"rooms": rooms})
 
     async def links_api(self, request: web.Request) -> web.Response:

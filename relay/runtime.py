@@ -316,6 +316,8 @@ class RoomRuntime:
     def _classrooms(self, now: float) -> Iterator[ClassroomView]:
         seen: set[str] = set()
         for session_id, player in self.players.items():
+            if player.node:  # another node's pull: its classrooms are listed by that node
+                continue
             # two connections with one name (a reloaded page) must not share a label set
             label = player.name if player.name not in seen else f"{player.name} ({session_id[:6]})"
             seen.add(label)

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import secrets
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,10 @@ class ClusterNode:
     _failing: bool = False
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # this process's own view of a room, as its pages would see it (set by the app)
+    local_state: Callable[[str], dict[str, Any]] | None = None
+    # room -> node -> (it teaches the room, its state of it, loop time it was heard)
+    _views: dict[str, dict[str, tuple[bool, dict[str, Any], float]]] = field(default_factory=dict)
 
     def on_event(self, event: Event) -> None:
         """A room event of this process: a teacher starting here claims the room at once,
@@ -99,6 +103,14 @@ class ClusterNode:
                 live = sorted(runtime.model.publishers)
                 message = {"type": "sources", "node": self.info.id, "live": live}
                 self._spawn(self._announce(event.room, message))
+
+    def _forget_old_views(self, now: float) -> None:
+        for room in list(self._views):
+            heard = self._views[room]
+            for node in [n for n, (_, _, at) in heard.items() if now - at >= NODE_TTL]:
+                del heard[node]
+            if not heard:
+                del self._views[room]
 
     async def _announce(self, room: str, message: dict[str, Any]) -> None:
         try:
@@ -113,6 +125,11 @@ class ClusterNode:
             return
         if message.get("type") == "origin":
             self._wake.set()
+        state = message.get("state")
+        if message.get("type") == "view" and isinstance(state, dict) and isinstance(sender, str):
+            now = asyncio.get_running_loop().time()
+            self._views.setdefault(room, {})[sender] = (bool(message.get("origin")), state, now)
+            self._forget_old_views(now)
         pull, runtime, live = self.pulls.get(room), self.registry.find(room), message.get("live")
         if message.get("type") != "sources" or pull is None or runtime is None:
             return
@@ -178,12 +195,34 @@ class ClusterNode:
             except KetangError:  # Redis is away: the rounds report it; listen again later
                 await asyncio.sleep(HEARTBEAT_SECONDS)
 
+    def views(self, room: str) -> list[tuple[bool, dict[str, Any]]]:
+        """What the other nodes serving `room` last said of it (heard within NODE_TTL)."""
+        now = asyncio.get_running_loop().time()
+        heard = self._views.get(room, {})
+        return [(teaching, state) for teaching, state, at in heard.values() if now - at < NODE_TTL]
+
+    def rooms(self) -> set[str]:
+        """Rooms other nodes serve now."""
+        return {room for room in self._views if self.views(room)}
+
+    async def _tell_views(self) -> None:
+        """Every room this node serves, as its pages see it, for the other nodes' pages."""
+        if self.local_state is None:
+            return
+        for runtime in self.registry:
+            if runtime.active:
+                state = self.local_state(runtime.name)
+                message = {"type": "view", "node": self.info.id, "origin": runtime.teaching}
+                await self.directory.publish(runtime.name, {**message, "state": state})
+
     async def round(self) -> None:
-        """Heartbeat, leases, pulls; a Redis outage costs the round, never the lessons."""
+        """Heartbeat, leases, pulls, views; a Redis outage costs the round, never the
+        lessons."""
         try:
             await self._heartbeat()
             await self._claim_and_renew()
             await self._follow_origins()
+            await self._tell_views()
         except KetangError as error:
             if not self._failing:
                 logger.warning("cluster round failed: %s", error)
