@@ -162,8 +162,11 @@ def _cluster_node(config: Config, registry: Registry, secret: bytes) -> ClusterN
     if config.storage.redis_url is None:
         return None
     directory = Directory(connect(config.storage.redis_url))
-    info = NodeInfo(new_node_id(), node_url(config), 0.0, 0)
-    return ClusterNode(directory, info, registry, secret)
+    public = config.cluster.public_node_url
+    info = NodeInfo(new_node_id(), node_url(config), 0.0, 0, public.rstrip("/") if public else None)
+    node = ClusterNode(directory, info, registry, secret)
+    node.placement_gap = config.cluster.placement_gap
+    return node
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

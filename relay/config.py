@@ -171,6 +171,12 @@ class ClusterConfig:
     # A second HTTP listener on 127.0.0.1 for the other nodes of this machine (a worker's
     # own address, where the shared port could reach any worker); None: none.
     node_port: int | None = None
+    # The base URL classrooms reach this node on directly (its own public name). Nodes that
+    # have one take new classrooms from busier nodes by 307 (RFC 9725 §4.5); None: never.
+    public_node_url: str | None = None
+    # Sessions a node may serve beyond the least busy node with a public_node_url before it
+    # sends new classrooms there; classrooms of one lesson then spread over the nodes.
+    placement_gap: int = 20
 
 
 @dataclass(frozen=True, slots=True)

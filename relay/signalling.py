@@ -142,6 +142,10 @@ class Signalling:
         room = validate_room(request.match_info["room"])
         grant = self._auth.room(request, room, ROLES["whep"], query=False)
         cap = self._quality_cap(request)
+        if self._cluster is not None and grant.role == "classroom":
+            elsewhere = await self._cluster.place(request.path_qs)
+            if elsewhere is not None:  # RFC 9725 §4.5: the client repeats its POST there
+                raise web.HTTPTemporaryRedirect(elsewhere)
         offer = await self._read_sdp(request)
         shape = check_offer(offer, sending=False)
 

@@ -270,6 +270,9 @@ class SignallingError(Exception):
         self.headers = reply.headers
 
 
+MAX_REDIRECTS = 3
+
+
 def _auth(token: str | None) -> dict[str, str]:
     """Bearer header, or none at all so tests can check the 401 path."""
     return {} if token is None else {"Authorization": f"Bearer {token}"}
@@ -281,16 +284,20 @@ async def post_sdp(
     sdp: str | bytes,
     content_type: str | None = "application/sdp",
 ) -> HttpReply:
-    """POST a body as-is; for bad-input tests, any token, content type or size goes through."""
+    """POST a body as-is; for bad-input tests, any token, content type or size goes through.
+    A 307 is followed with the same headers, token included, as RFC 9725 §4.5 asks of a
+    client (an HTTP library drops the token when a redirect leaves the origin)."""
     headers = _auth(token)
     if content_type is not None:
         headers["Content-Type"] = content_type
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT)
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.post(url, data=sdp, headers=headers) as resp,
-    ):
-        return HttpReply(resp.status, dict(resp.headers), await resp.text(), str(resp.url))
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for _ in range(MAX_REDIRECTS + 1):
+            async with session.post(url, data=sdp, headers=headers, allow_redirects=False) as resp:
+                if resp.status != 307:
+                    return HttpReply(resp.status, dict(resp.headers), await resp.text(), url)
+                url = urljoin(url, resp.headers["Location"])
+    raise SignallingError(HttpReply(307, {}, "too many redirects", url))
 
 
 async def delete_session(url: str, token: str | None) -> int | None:

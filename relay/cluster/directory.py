@@ -91,6 +91,7 @@ class NodeInfo:
     url: str  # base URL other nodes reach it on, e.g. http://10.0.0.5:8081
     load: float  # sessions it serves
     media_port: int  # its one UDP media port
+    public_url: str | None = None  # where classrooms may be sent to it (307); None: nowhere
 
     def to_json(self) -> str:
         return _dumps(asdict(self))
@@ -99,7 +100,14 @@ class NodeInfo:
     def from_json(cls, text: str) -> NodeInfo:
         """Known fields only, so a newer node's extra fields do not break an older one."""
         data = json.loads(text)
-        return cls(str(data["id"]), str(data["url"]), float(data["load"]), int(data["media_port"]))
+        public = data.get("public_url")
+        return cls(
+            str(data["id"]),
+            str(data["url"]),
+            float(data["load"]),
+            int(data["media_port"]),
+            str(public) if public else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import socket
@@ -31,6 +32,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from monitoring import metrics
 from relay import tokens
 from relay.cluster.directory import Directory, NodeInfo
 from relay.core.errors import BadRequest, KetangError
@@ -87,6 +89,8 @@ class ClusterNode:
     _failing: bool = False
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    placement_gap: int = 20  # config.cluster.placement_gap
+    _sent: dict[str, int] = field(default_factory=dict)  # classrooms sent per node, lately
     # this process's own view of a room, as its pages would see it (set by the app)
     local_state: Callable[[str], dict[str, Any]] | None = None
     # room -> node -> (it teaches the room, its state of it, loop time it was heard)
@@ -150,6 +154,27 @@ class ClusterNode:
         runtime = self.registry.find(room)
         if runtime is None or not runtime.active:
             await self.directory.origin_of(room)
+
+    async def place(self, path_qs: str) -> str | None:
+        """Where a new classroom should go instead of here: the least busy node that takes
+        classrooms directly, when this one serves `placement_gap` sessions more; None to
+        serve it here (as the origin or an edge). Best effort: no directory, no move."""
+        try:
+            nodes = await self.directory.nodes()
+        except KetangError:
+            return None
+        others = [n for n in nodes if n.id != self.info.id and n.public_url is not None]
+        if not others:
+            return None
+        best = min(others, key=lambda n: n.load + self._sent.get(n.id, 0))
+        if self.load() - (best.load + self._sent.get(best.id, 0)) <= self.placement_gap:
+            return None
+        self._sent[best.id] = self._sent.get(best.id, 0) + 1  # until its next heartbeat
+        return f"{str(best.public_url).rstrip('/')}{path_qs}"
+
+    def load(self) -> float:
+        """Sessions this node serves: what the directory's placement compares."""
+        return float(sum(len(r.players) + len(r.publishers) for r in self.registry))
 
     async def index(self, session_id: str, room: str) -> None:
         """Note a new session's node, so its `Location` works through any node; a Redis
@@ -233,10 +258,18 @@ class ClusterNode:
             self._failing = False
 
     async def _heartbeat(self) -> None:
-        rooms = list(self.registry)
-        load = float(sum(len(r.players) + len(r.publishers) for r in rooms))
-        info = NodeInfo(self.info.id, self.info.url, load, self.info.media_port)
-        await self.directory.heartbeat(info, NODE_TTL)
+        """Rewrite this node's record; when Redis had lost it (restarted empty, or this node
+        was away), re-assert its leases and sessions first."""
+        info = dataclasses.replace(self.info, load=self.load())
+        sessions = [(s, r.name) for r in self.registry for s in (*r.publishers, *r.players)]
+        if await self.directory.heartbeat(info, NODE_TTL) and (self.origins or sessions):
+            lost = await self.directory.rebuild(
+                self.info.id, sorted(self.origins), sessions, LEASE_SECONDS, SESSION_TTL
+            )
+            self._give_up(lost)
+        live = await self.directory.nodes()
+        self._sent = {}  # the loads just read count the classrooms sent since
+        metrics.set_cluster_nodes(len(live))
 
     async def _claim_and_renew(self) -> None:
         """Hold the lease of every room a teacher publishes here; give up the others."""
@@ -244,7 +277,9 @@ class ClusterNode:
         for room in teaching - self.origins:
             holder = await self.directory.claim_origin(room, self.info.id, LEASE_SECONDS)
             if holder != self.info.id:  # the teacher moved here from `holder`
-                await self.directory.take_over(room, self.info.id, holder, LEASE_SECONDS)
+                moved = await self.directory.take_over(room, self.info.id, holder, LEASE_SECONDS)
+                if not moved:  # a third node took it meanwhile: try again next round
+                    continue
                 logger.info("room %s: origin moves here from %s", room, holder)
             self.origins.add(room)
             await self.directory.publish(room, {"type": "origin", "node": self.info.id})
@@ -252,8 +287,18 @@ class ClusterNode:
             await self.directory.release_origin(room, self.info.id)
             self.origins.discard(room)
         lost = await self.directory.renew(sorted(self.origins), self.info.id, LEASE_SECONDS)
+        taken = []
         for room in lost:  # the directory forgot us (Redis restarted): claim it again
-            await self.directory.claim_origin(room, self.info.id, LEASE_SECONDS)
+            if await self.directory.claim_origin(room, self.info.id, LEASE_SECONDS) != self.info.id:
+                taken.append(room)
+        self._give_up(taken)
+
+    def _give_up(self, rooms: list[str]) -> None:
+        """Another node holds these rooms' leases now: stop acting as their origin (a
+        teacher publishing here too is a conflict the rounds retry to resolve)."""
+        for room in rooms:
+            logger.warning("room %s: another node is its origin now", room)
+            self.origins.discard(room)
 
     async def _follow_origins(self) -> None:
         """Pull each room whose classrooms are here and whose teacher is elsewhere, from the

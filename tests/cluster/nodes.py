@@ -58,12 +58,19 @@ def token(room: str, role: str, name: str) -> str:
 
 
 async def start_node(
-    tmp_path: Path, redis_url: str, name: str, env: dict[str, str] | None = None
+    tmp_path: Path,
+    redis_url: str,
+    name: str,
+    env: dict[str, str] | None = None,
+    public: bool = False,
 ) -> Node:
-    """A node on a free port, ready when its /healthz answers."""
+    """A node on a free port, ready when its /healthz answers; `public`: classrooms may be
+    sent to it directly (its public_node_url is its own address)."""
     port = free_port()
     settings = {k: v for k, v in os.environ.items() if not k.startswith("KETANG_")}
     settings |= {"KETANG_SECRET": SECRET, "KETANG_RECORD": "false", **(env or {})}
+    if public:
+        settings["KETANG_PUBLIC_NODE_URL"] = f"http://127.0.0.1:{port}"
     data = tmp_path / name
     command = [sys.executable, "-m", "relay", "serve", "--port", str(port), "--udp-port", "0"]
     command += ["--data-dir", str(data), "--redis-url", redis_url]
