@@ -2,7 +2,13 @@
 JSON files in monitoring/grafana/dashboards/ (the test suite checks they are up to date and
 evaluates every query against a real Prometheus).
 
-- overview: what is live now across the county, and the relay's health;
+Each node of a cluster serves its own /metrics and Prometheus scrapes them all, so a query
+adds the nodes up: counters and process figures are summed, a room's series are taken once
+whichever nodes carry its lesson (an edge node that pulls a lesson reports it live too, and
+the pull's rate as its teacher uplink), and per-classroom series stay per classroom (a
+classroom is on one node).
+
+- overview: what is live now across the county, and the relays' health;
 - lesson: one room's classrooms over time (the drill-down);
 - schools: each school's link over days and weeks, to find the ones held back.
 """
@@ -20,8 +26,20 @@ ROOM = 'room=~"$room"'
 Panel = tuple[str, str, str, str]  # title, kind, unit, PromQL
 
 OVERVIEW: list[Panel] = [
-    ("Lessons live", "stat", "none", "ketang_lessons_live"),
+    (
+        "Lessons live",
+        "stat",
+        "none",
+        "count(count by (room) (ketang_teacher_uplink_bits_per_second)) or vector(0)",
+    ),
     ("Classrooms connected", "stat", "none", "sum(ketang_classrooms_connected)"),
+    (
+        "Nodes",  # in the cluster's directory; else the relays that answer scrapes
+        "stat",
+        "none",
+        'max(ketang_cluster_nodes) or count(up{job="ketang"} == 1)',
+    ),
+    ("Nodes scraped", "stat", "none", 'count(up{job="ketang"} == 1) or vector(0)'),
     (
         "Classrooms losing over 2 %",
         "stat",
@@ -35,7 +53,12 @@ OVERVIEW: list[Panel] = [
         "count by (layer) (ketang_classroom_layer_info)",
     ),
     ("Sent to classrooms", "timeseries", "bps", "8 * sum(rate(ketang_forwarded_bytes_total[1m]))"),
-    ("Teacher uplinks", "timeseries", "bps", "ketang_teacher_uplink_bits_per_second"),
+    (
+        "Teacher uplinks",
+        "timeseries",
+        "bps",
+        "max by (room, source) (ketang_teacher_uplink_bits_per_second)",
+    ),
     (
         "Most frozen classrooms (share of time)",
         "table",
@@ -67,19 +90,35 @@ OVERVIEW: list[Panel] = [
         "histogram_quantile(0.95, sum by (le) (rate(ketang_ladder_frame_seconds_bucket[5m])))",
     ),
     ("Recording written", "timeseries", "Bps", "sum(rate(ketang_recorder_bytes_total[1m]))"),
-    ("Event-loop lag", "timeseries", "s", "max(ketang_event_loop_lag_seconds)"),
+    ("Event-loop lag, worst node", "timeseries", "s", "max(ketang_event_loop_lag_seconds)"),
     (
-        "Relay CPU (cores)",
+        "Relay CPU, all nodes (cores)",
         "timeseries",
         "none",
-        'rate(process_cpu_seconds_total{job="ketang"}[1m])',
+        'sum(rate(process_cpu_seconds_total{job="ketang"}[1m]))',
     ),
-    ("Relay memory", "timeseries", "bytes", 'process_resident_memory_bytes{job="ketang"}'),
+    (
+        "Busiest node's CPU (share of its one core)",
+        "timeseries",
+        "percentunit",
+        'max(rate(process_cpu_seconds_total{job="ketang"}[1m]))',
+    ),
+    (
+        "Relay memory, all nodes",
+        "timeseries",
+        "bytes",
+        'sum(process_resident_memory_bytes{job="ketang"})',
+    ),
 ]
 
 LESSON: list[Panel] = [
     ("Classrooms", "stat", "none", f"sum(ketang_classrooms_connected{{{ROOM}}})"),
-    ("Teacher uplink", "timeseries", "bps", f"ketang_teacher_uplink_bits_per_second{{{ROOM}}}"),
+    (
+        "Teacher uplink",
+        "timeseries",
+        "bps",
+        f"max by (room, source) (ketang_teacher_uplink_bits_per_second{{{ROOM}}})",
+    ),
     (
         "Estimated bandwidth",
         "timeseries",
@@ -156,15 +195,29 @@ SCHOOLS: list[Panel] = [
 ]
 
 
-def panel(index: int, spec: Panel) -> dict[str, Any]:
+def width(spec: Panel) -> int:
+    return 6 if spec[1] == "stat" else 12
+
+
+def grid(panels: list[Panel]) -> list[dict[str, int]]:
+    """Panels left to right in rows of 24 columns, in list order."""
+    places, x, y = [], 0, 0
+    for spec in panels:
+        if x + width(spec) > 24:
+            x, y = 0, y + 8
+        places.append({"h": 8, "w": width(spec), "x": x, "y": y})
+        x += width(spec)
+    return places
+
+
+def panel(index: int, spec: Panel, place: dict[str, int]) -> dict[str, Any]:
     title, kind, unit, expr = spec
-    width = 6 if kind == "stat" else 12
     return {
         "id": index + 1,
         "title": title,
         "type": kind,
         "datasource": DATASOURCE,
-        "gridPos": {"h": 8, "w": width, "x": (index * width) % 24, "y": 8 * (index // 2)},
+        "gridPos": place,
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
         "targets": [{"refId": "A", "datasource": DATASOURCE, "expr": expr, "legendFormat": ""}],
     }
@@ -193,7 +246,9 @@ def dashboard(uid: str, title: str, panels: list[Panel], span: str, room: bool) 
         "refresh": "10s" if span == "now-1h" else "",
         "time": {"from": span, "to": "now"},
         "templating": {"list": variables},
-        "panels": [panel(i, spec) for i, spec in enumerate(panels)],
+        "panels": [
+            panel(i, *each) for i, each in enumerate(zip(panels, grid(panels), strict=True))
+        ],
     }
 
 

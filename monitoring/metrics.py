@@ -196,6 +196,35 @@ def set_loop_lag(seconds: float) -> None:
     _LOOP_LAG.set(seconds)
 
 
+class _ClusterCollector(Collector):
+    """`ketang_cluster_nodes`, only once this process is a node of a cluster: a single
+    process has no such series (a gauge at 0 would read as a cluster with no node)."""
+
+    nodes: int | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.nodes is not None:
+            yield GaugeMetricFamily(
+                "ketang_cluster_nodes",
+                "Nodes of the cluster this node sees alive in the directory (itself included)",
+                value=self.nodes,
+            )
+
+
+_CLUSTER = _ClusterCollector()
+REGISTRY.register(_CLUSTER)
+
+
+def set_cluster_nodes(count: int) -> None:
+    """This node's last look at the directory found `count` live nodes."""
+    _CLUSTER.nodes = count
+
+
+def clear_cluster_nodes() -> None:
+    """This process is no node of a cluster (any more): the series goes."""
+    _CLUSTER.nodes = None
+
+
 # classroom page QoE fields: metric name, help, counter or gauge
 _QOE = {
     "freezeCount": ("ketang_classroom_freezes_total", "Video freezes the classroom page saw", True),

@@ -1,5 +1,6 @@
 """Metrics after a loopback lesson, scraped by a real Prometheus; every dashboard and alert
-query evaluated against it. The values each panel returned go to test-artifacts/."""
+query evaluated against it. The values each panel returned go to test-artifacts/. The cluster
+alert's logic is played through `promtool test rules` (alerts_test.yml beside this file)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import aiohttp
 import pytest
 import yaml
 
+from monitoring import metrics
 from monitoring.dashboards import DASHBOARDS, DATASOURCE, OUT
 from relay.bench.media import encode_video
 from tests.conftest import RelayUnderTest, free_port
@@ -25,6 +27,7 @@ from tests.peers import Playback, Publication, whep_play, whip_publish
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
+PROMETHEUS = MONITORING / "prometheus"
 ARTIFACTS = ROOT / "test-artifacts"
 ROOM = "metrics"
 needs_prometheus = pytest.mark.skipif(
@@ -164,41 +167,77 @@ async def test_metrics_after_a_lesson_with_known_traffic(
     # the clip is encoded at 800 kbit/s (plus Opus); libvpx overshoots and undershoots a little
     assert 400_000 <= uplink[f"room={ROOM},source=camera"] <= 1_600_000
     assert samples(text, "process_resident_memory_bytes")[""] > 1e6
+    assert samples(text, "ketang_cluster_nodes") == {}  # one process is no cluster
     # a classroom that leaves takes its series with it
     await lesson.low.close()
     await asyncio.sleep(0.2)
     assert "Village" not in await scrape(relay)
 
 
+def test_the_cluster_node_count_is_there_once_set_and_gone_when_cleared() -> None:
+    metrics.set_cluster_nodes(3)
+    try:
+        assert samples(metrics.exposition().decode(), "ketang_cluster_nodes") == {"": 3.0}
+    finally:
+        metrics.clear_cluster_nodes()
+    assert "ketang_cluster_nodes" not in metrics.exposition().decode()
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def queries() -> Iterator[tuple[str, str, str]]:
     """(where, title, PromQL) of every dashboard panel and alert rule; alert rules give the
-    query left of their comparison (the comparison itself holds only when something is wrong)."""
+    query left of their comparison (the comparison itself holds only when something is wrong)
+    and the one right of it when that is a query too (a threshold from the past)."""
     for name, board in DASHBOARDS.items():
         for panel in board["panels"]:
             for target in panel["targets"]:
                 yield name, panel["title"], target["expr"].replace("$room", ".+")
-    rules = yaml.safe_load((MONITORING / "prometheus" / "alerts.yml").read_text())
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
     for group in rules["groups"]:
         for rule in group["rules"]:
-            query = re.split(r"\s(?:==|!=|>=|<=|>|<)\s", rule["expr"])[0]
+            query, *threshold = re.split(r"\s(?:==|!=|>=|<=|>|<)\s", rule["expr"])
             yield "alerts.yml", rule["alert"], query
+            if threshold and not is_number(threshold[0]):
+                yield "alerts.yml", f"{rule['alert']} (threshold)", threshold[0]
+
+
+@pytest.fixture
+def cluster_node() -> Iterator[None]:
+    """The relay under test reports a cluster of one node, as a node alone in its directory
+    does, so the cluster's queries have data (a single process has no such series)."""
+    metrics.set_cluster_nodes(1)
+    try:
+        yield
+    finally:
+        metrics.clear_cluster_nodes()
 
 
 @pytest.fixture
 def prometheus(tmp_path: Path, relay: RelayUnderTest) -> Iterator[str]:
-    """A real Prometheus scraping the relay every second, with the shipped rules."""
-    config = yaml.safe_load((MONITORING / "prometheus" / "prometheus.yml").read_text())
+    """A real Prometheus scraping the relay every second, with the shipped rules; the relay
+    is listed in the node file, as a cluster's nodes are, instead of the static target."""
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    config["rule_files"] = [str(MONITORING / "prometheus" / "alerts.yml")]
-    config["scrape_configs"][0]["static_configs"] = [
-        {"targets": [relay.base.removeprefix("http://")]}
-    ]
+    config["rule_files"] = [str(PROMETHEUS / "alerts.yml")]
+    job = config["scrape_configs"][0]
+    job["static_configs"] = []
+    (node_file,) = job["file_sd_configs"][0]["files"]
+    nodes = [{"targets": [relay.base.removeprefix("http://")]}]
+    (tmp_path / node_file).write_text(yaml.safe_dump(nodes))
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     check = subprocess.run(
         ["promtool", "check", "config", str(path)], capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
+    assert "WARNING" not in check.stdout + check.stderr, check.stdout + check.stderr
     port = free_port()
     process = subprocess.Popen(
         [
@@ -228,7 +267,7 @@ async def query(http: aiohttp.ClientSession, prometheus: str, promql: str) -> li
 @needs_prometheus
 @pytest.mark.timeout(120)
 async def test_prometheus_evaluates_every_dashboard_and_alert_query_during_a_lesson(
-    relay: RelayUnderTest, lesson: Lesson, prometheus: str
+    relay: RelayUnderTest, lesson: Lesson, cluster_node: None, prometheus: str
 ) -> None:
     async with aiohttp.ClientSession() as http:
         for _ in range(300):  # Prometheus up and ten scrapes in
@@ -252,17 +291,49 @@ async def test_prometheus_evaluates_every_dashboard_and_alert_query_during_a_les
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "dashboard-values.json").write_text(json.dumps(values, indent=1))
     assert empty == []
+    assert values["overview.json"]["Nodes"][0]["value"] == "1"
+    # a cluster that kept its one node lost none
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"][0]["rules"]
+    gone = next(r["expr"] for r in rules if r["alert"] == "KetangRelayNodeGone")
+    async with aiohttp.ClientSession() as http:
+        assert await query(http, prometheus, gone) == []
+
+
+def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["promtool", *map(str, args)], capture_output=True, text=True)
 
 
 @needs_prometheus
 def test_promtool_accepts_the_alert_rules() -> None:
-    check = subprocess.run(
-        ["promtool", "check", "rules", str(MONITORING / "prometheus" / "alerts.yml")],
-        capture_output=True,
-        text=True,
-    )
+    check = promtool("check", "rules", PROMETHEUS / "alerts.yml")
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 7 rules found" in check.stdout
+    assert "SUCCESS: 8 rules found" in check.stdout
+
+
+@needs_prometheus
+def test_the_node_gone_alert_fires_for_a_lost_node_and_not_for_a_restart() -> None:
+    check = promtool("test", "rules", Path(__file__).with_name("alerts_test.yml"))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+@needs_prometheus
+def test_promtool_accepts_the_shipped_config_and_the_node_file_examples(tmp_path: Path) -> None:
+    check = promtool("check", "config", PROMETHEUS / "prometheus.yml")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "WARNING" not in check.stdout + check.stderr, check.stdout + check.stderr
+    # the examples in the node file's comments, uncommented, are a valid node file too
+    shutil.copytree(PROMETHEUS, tmp_path, dirs_exist_ok=True)
+    examples = [
+        line.removeprefix("# ").split("  #")[0]
+        for line in (PROMETHEUS / "ketang-nodes.yml").read_text().splitlines()
+        if line.startswith("# - targets:")
+    ]
+    assert len(examples) == 2
+    (tmp_path / "ketang-nodes.yml").write_text("\n".join(examples) + "\n")
+    check = promtool("check", "config", tmp_path / "prometheus.yml")
+    assert check.returncode == 0, check.stdout + check.stderr
+    targets = [t for group in yaml.safe_load("\n".join(examples)) for t in group["targets"]]
+    assert len(targets) == 4
 
 
 def test_dashboards_are_grafana_json_on_the_provisioned_datasource() -> None:
