@@ -83,6 +83,15 @@ async def test_two_workers_share_the_port_and_serve_one_lesson(
         classrooms = []
         assert statuses == [200] * CLASSROOMS
         await publication.close()
+        # a worker killed outright is started again by the parent
+        os.kill(workers[0], signal.SIGKILL)
+        for _ in range(50):
+            if len(children(parent.pid)) == 2 and workers[0] not in children(parent.pid):
+                break
+            await asyncio.sleep(0.1)
+        restarted = [p for p in children(parent.pid) if p not in workers]
+        assert len(restarted) == 1
+        workers = children(parent.pid)
     finally:
         await asyncio.gather(*(p.close() for p in classrooms))
         parent.send_signal(signal.SIGTERM)
