@@ -219,8 +219,9 @@ class EventHub:
 
     # in
 
-    def receive(self, page: Page, room: str, message: object) -> dict[str, Any] | None:
-        """Apply one message from a page; returns a reply, if any. Errors are 4xx."""
+    def take_turn(self, page: Page) -> None:
+        """A page may send one more message now; 429 when it is over its rate (checked
+        before the message is even parsed, so a flood costs little)."""
         if not page.bucket.take(self._clock()):
             page.refused += 1
             metrics.count_limited("page_messages")
@@ -228,6 +229,10 @@ class EventHub:
                 f"too many messages: at most {self._limits.page_messages_per_second:g} a second"
             )
         page.refused = 0
+
+    def receive(self, page: Page, room: str, message: object) -> dict[str, Any] | None:
+        """Apply one message from a page (whose turn it is); returns a reply, if any. Errors
+        are 4xx."""
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             raise BadRequest('a message is a JSON object with a "type"')
         grant, kind = page.grant, message["type"]
@@ -377,7 +382,9 @@ class EventsApi:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    offer(page.queue, json.dumps(_reply(self._hub, page, room, msg.data)))
+                    reply = _reply(self._hub, page, room, msg.data)
+                    if reply is not None:
+                        offer(page.queue, json.dumps(reply))
                 elif msg.type == WSMsgType.ERROR:  # over MAX_MESSAGE_BYTES: aiohttp closes
                     metrics.count_limited("message_bytes")
                 if page.refused > MAX_REFUSED:
@@ -393,8 +400,13 @@ class EventsApi:
         return [web.get("/api/rooms/{room}/events", self.socket)]
 
 
-def _reply(hub: EventHub, page: Page, room: str, data: str) -> dict[str, Any]:
-    """Apply one page message; the reply is an ack, a pong or an error naming the problem."""
+def _reply(hub: EventHub, page: Page, room: str, data: str) -> dict[str, Any] | None:
+    """Apply one page message; the reply is an ack, a pong or an error naming the problem.
+    A flood is told once that it is refused, not once per message (None: no reply)."""
+    try:
+        hub.take_turn(page)
+    except TooManyRequests as error:
+        return {"type": "error", "error": str(error)} if page.refused == 1 else None
     try:
         reply = hub.receive(page, room, json.loads(data))
     except ValueError:  # JSONDecodeError is a ValueError
