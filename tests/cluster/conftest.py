@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from relay.cluster.directory import Directory, connect
+from tests.cluster.nodes import Node, start_node
 from tests.redis_server import RedisServer, redis_server_path
 
 
@@ -32,3 +33,16 @@ async def directory(redis_server: RedisServer) -> AsyncIterator[Directory]:
         yield directory
     finally:
         await directory.aclose()
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[list[Node]]:
+    """Three nodes, A, B and C, of one cluster, each a real `ketang serve` process."""
+    started: list[Node] = []
+    try:
+        for name in ("a", "b", "c"):
+            started.append(await start_node(tmp_path, redis_server.url, name))
+        yield started
+    finally:
+        for node in started:
+            node.stop()

@@ -4,41 +4,16 @@ teacher's node is the origin, the others pull the lesson once and fan it out (an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.cluster.nodes import Node, start_node, token
+from tests.cluster.nodes import Node, token
 from tests.media import TAG_CAMERA, TAG_SCREEN, CounterVideoTrack, ToneAudioTrack
-from tests.peers import (
-    Playback,
-    Publication,
-    max_gap,
-    whep_play,
-    whip_publish,
-)
-from tests.peers import (
-    delete_session as delete,
-)
-from tests.redis_server import RedisServer
+from tests.peers import Playback, Publication, delete_session, max_gap, whep_play, whip_publish
 
 ROOM = "county-music"
 PLAY_TIMEOUT = 20.0  # a pull starts within a directory round (2 s) plus ICE and DTLS
-
-
-@pytest.fixture
-async def nodes(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[list[Node]]:
-    """Three nodes, A, B and C, of one cluster."""
-    started: list[Node] = []
-    try:
-        for name in ("a", "b", "c"):
-            started.append(await start_node(tmp_path, redis_server.url, name))
-        yield started
-    finally:
-        for node in started:
-            node.stop()
 
 
 async def teach(node: Node) -> Publication:
@@ -121,7 +96,7 @@ async def test_a_lesson_on_node_a_plays_on_b_and_c_and_follows_the_teacher_to_b(
         # a classroom's DELETE may reach any node: C forwards it to B, which holds it
         leaving = classrooms.pop(0)
         path = leaving.location.removeprefix(b.base)
-        assert await delete(c.base + path, leaving.token) == 200
+        assert await delete_session(c.base + path, leaving.token) == 200
         assert b.health()["classrooms"] == 1
         await leaving.close()
     finally:

@@ -7,27 +7,13 @@ cluster took to recover.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from tests.cluster.nodes import Node, start_node
+from tests.cluster.nodes import Node
 from tests.cluster.test_cascade import PLAY_TIMEOUT, fps, gap_across, join, teach
 from tests.peers import Playback, SignallingError
 from tests.redis_server import RedisServer
-
-
-@pytest.fixture
-async def nodes(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[list[Node]]:
-    started: list[Node] = []
-    try:
-        for name in ("a", "b", "c"):
-            started.append(await start_node(tmp_path, redis_server.url, name))
-        yield started
-    finally:
-        for node in started:
-            node.stop()
 
 
 async def playing(classrooms: list[Playback]) -> None:
