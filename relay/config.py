@@ -388,20 +388,6 @@ def load_config(file: Path | None, env: Mapping[str, str], flags: Mapping[str, o
     return config
 
 
-def as_environment(config: Config) -> dict[str, str]:
-    """Every setting as KETANG_* variables: what a worker process is started with, so it
-    runs with exactly its parent's resolved config (an unset optional is "")."""
-    env = {}
-    for name, (section, _) in FIELDS.items():
-        value = getattr(getattr(config, section), name)
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        else:
-            text = "" if value is None else str(value)
-        env[env_name(name)] = text
-    return env
-
-
 def load(file: Path | None, env: Mapping[str, str], flags: Mapping[str, object]) -> Config:
     """Config for a command: the file from its --config flag, else $KETANG_CONFIG, then the
     environment and its other flags."""

@@ -1,7 +1,8 @@
 """Benchmark classrooms, run in worker processes so they never compete with the server's core.
 
-A classroom reassembles frames like any receiver (SRTP, jitter buffer, NACK, RTCP) but does not
-decode: the frame trailer gives its number and send time. The worker answers commands from the
+A full classroom reassembles frames like any receiver (SRTP, jitter buffer, NACK, RTCP) but does
+not decode: the frame trailer gives its number and send time. A light one (relay/bench/light.py)
+only counts packets and frames from the clear RTP headers. The worker answers commands from the
 runner over a pipe: join N classrooms at once, report counters, leave.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 
+from relay.bench.light import HeaderCounters, LightReceiver
 from relay.bench.media import read_stamp
 from relay.bench.targets import Closer, Plan, peer_config, subscribe
 from relay.rtc import hooks
@@ -71,19 +73,33 @@ class Counters:
         return report
 
 
+RECEIVERS = ("full", "light")  # how a classroom receives: reassembled frames, or RTP headers
+
+
 class Classroom:
     """One receiving peer and its counters."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, receiver: str = "full") -> None:
         self.pc = RTCPeerConnection(peer_config(plan))
-        self.counters = Counters()
+        self._light = LightReceiver() if receiver == "light" else None
+        self.counters: Counters | HeaderCounters = (
+            Counters() if self._light is None else self._light.counters
+        )
         self._close: Closer | None = None
+
+    def _prepare(self, pc: RTCPeerConnection) -> None:
+        if self._light is not None:
+            self._light.prepare(pc)
+        else:
+            self._tap(pc)
 
     def _tap(self, pc: RTCPeerConnection) -> None:
         """Take frames before the decoder: the benchmark must not spend its core decoding."""
+        counters = self.counters
+        assert isinstance(counters, Counters)
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
-                hooks.tap_frames(transceiver.receiver, lambda _c, f: self.counters.video(f.data))
+                hooks.tap_frames(transceiver.receiver, lambda _c, f: counters.video(f.data))
             else:
                 hooks.tap_frames(transceiver.receiver, lambda _c, _f: self._audio())
 
@@ -95,24 +111,26 @@ class Classroom:
         self.counters.audio += 1
 
     async def join(self, plan: Plan) -> None:
-        self._close = await subscribe(plan, self.pc, self._tap, self._requested)
+        self._close = await subscribe(plan, self.pc, self._prepare, self._requested)
         self.counters.answered_ns = time.monotonic_ns()
 
     async def leave(self) -> None:
         if self._close is not None:
             with contextlib.suppress(Exception):  # the server may be gone already
                 await asyncio.wait_for(self._close(), 5)
+        if self._light is not None:
+            await self._light.close()
         await self.pc.close()
 
 
-async def _serve(conn: Connection, plan: Plan) -> None:
+async def _serve(conn: Connection, plan: Plan, receiver: str) -> None:
     """Answer the runner's commands until told to quit."""
     classrooms: list[Classroom] = []
     loop = asyncio.get_running_loop()
     while True:
         command, arg = await loop.run_in_executor(None, conn.recv)
         if command == "join":
-            fresh = [Classroom(plan) for _ in range(arg)]
+            fresh = [Classroom(plan, receiver) for _ in range(arg)]
             await asyncio.gather(*(c.join(plan) for c in fresh))
             classrooms += fresh
             conn.send(len(classrooms))
@@ -131,7 +149,7 @@ async def _serve(conn: Connection, plan: Plan) -> None:
             return
 
 
-def worker_main(conn: Connection, plan: Plan, cores: set[int]) -> None:
+def worker_main(conn: Connection, plan: Plan, cores: set[int], receiver: str = "full") -> None:
     """Process entry point: pin to the client cores and serve commands."""
     os.sched_setaffinity(0, cores)
-    asyncio.run(_serve(conn, plan))
+    asyncio.run(_serve(conn, plan, receiver))

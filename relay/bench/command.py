@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -37,11 +38,18 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     bench.add_argument(
         "--peer",
         action="append",
-        choices=["janus", "ketang-sockets", "ketang-turn"],
+        choices=["janus", "ketang-sockets", "ketang-turn", "ketang-workers2"],
         default=[],
         help="also run the same lesson against this server: janus (apt-installed if missing),"
-        " ketang-sockets (Ketang with a UDP socket per connection instead of one), or"
-        " ketang-turn (classrooms only through a coturn on loopback)",
+        " ketang-sockets (Ketang with a UDP socket per connection instead of one),"
+        " ketang-turn (classrooms only through a coturn on loopback), or ketang-workers2"
+        " (`serve --workers 2` with a private redis-server; give it two --server-cores)",
+    )
+    bench.add_argument(
+        "--receiver",
+        choices=["light", "full"],
+        help="classrooms count RTP headers without decrypting (light, the default) or"
+        " reassemble frames as aiortc does (full, the default with --smoke)",
     )
     bench.add_argument(
         "--classrooms", default="10,25,50,100", help="comma-separated N (default 10,25,50,100)"
@@ -75,6 +83,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
     server_cores, client_cores = _cores(args.server_cores), _cores(args.client_cores)
     if args.quality and not re.fullmatch(r"[a-z0-9]+", args.quality):
         raise ConfigError(f"--quality {args.quality!r}: use a layer name such as 180p or low")
+    if "ketang-workers2" in peers and shutil.which("redis-server") is None:
+        raise ConfigError("--peer ketang-workers2 needs redis-server (Debian: redis-server)")
     if args.smoke:
         return BenchOptions(
             peers=peers,
@@ -82,6 +92,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
             server_cores=server_cores,
             client_cores=client_cores,
             quality=args.quality,
+            receiver=args.receiver or "full",
             **SMOKE,  # type: ignore[arg-type]
         )
     counts = _numbers(args.classrooms, "--classrooms needs positive numbers, e.g. 10,25,50")
@@ -98,6 +109,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         server_cores=server_cores,
         client_cores=client_cores,
         quality=args.quality,
+        receiver=args.receiver or "light",
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 # (key, heading, format) of every per-N figure, in table order
 FIGURES = (
+    ("served", "classrooms served (≥ 28 fps)", "{:.0f}"),
     ("cpu_ms_per_s", "server CPU ms/s", "{:.0f}"),
     ("cpu_ms_per_s_per_classroom", "CPU ms/s per classroom", "{:.2f}"),
     ("marginal_ms_per_s", "marginal ms/s per added classroom", "{:.2f}"),
@@ -23,7 +24,15 @@ FIGURES = (
     ("latency_p99_ms", "latency p99 ms", "{:.1f}"),
     ("rss_per_classroom_mb", "RSS MB per classroom", "{:.2f}"),
     ("client_cpu_cores", "client cores busy", "{:.2f}"),
+    ("per_worker", "sessions per worker (pulls included)", "{}"),
 )
+
+
+# How each kind of classroom receives, for the table's heading.
+RECEIVERS = {
+    "full": "full receivers (SRTP, jitter buffer, NACK; frames not decoded)",
+    "light": "light receivers (counted from clear RTP headers; no latency, no NACK)",
+}
 
 
 def add_derived(results: dict[str, Any]) -> None:
@@ -44,7 +53,7 @@ def _cell(value: Any, fmt: str) -> str:
 
 
 def _ratio(ours: Any, theirs: Any) -> str:
-    if ours is None or theirs in (None, 0):
+    if not isinstance(ours, int | float) or not isinstance(theirs, int | float) or theirs == 0:
         return "-"
     return f"{ours / theirs:.2f}"
 
@@ -55,11 +64,12 @@ def markdown(results: dict[str, Any]) -> str:
     names = list(servers)
     machine = results["machine"]
     clip = results["clip"]
+    receiver = RECEIVERS[results["options"].get("receiver", "full")]
     lines = [
         f"Lesson: {clip['width']}x{clip['height']} {clip['fps']} fps VP8 at "
         f"{clip['video_bitrate'] / 1e6:.2f} Mbit/s + Opus. Server on core(s) "
         f"{machine['server_cores']}, publisher and classrooms on core(s) {machine['client_cores']} "
-        f"of {machine['cpus']}.",
+        f"of {machine['cpus']}. Classrooms: {receiver}.",
         "",
     ]
     for index, n in enumerate(results["options"]["counts"]):

@@ -26,6 +26,7 @@ from relay.bench.targets import (
     Plan,
     cpu_seconds,
     rss_bytes,
+    total,
 )
 from relay.rtc import hooks
 
@@ -49,13 +50,18 @@ class BenchOptions:
     client_cores: frozenset[int] = frozenset({1})
     workdir: Path = field(default_factory=lambda: Path("bench-results"))
     quality: str = ""  # ketang classrooms join with ?quality= (e.g. 180p: measure the ladder)
+    receiver: str = "light"  # classrooms count RTP headers ("light") or reassemble ("full")
+
+
+# A classroom is served when it gets at least this many frames per second of the 30 fps lesson.
+SERVED_FPS = 28.0
 
 
 class Server(Protocol):
     name: str
 
-    @property
-    def pid(self) -> int: ...
+    def processes(self) -> list[int]: ...
+    async def spread(self) -> list[int]: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     def classroom_plan(self) -> Plan: ...
@@ -65,13 +71,14 @@ class Server(Protocol):
 class Workers:
     """Classroom worker processes on the client cores, driven over pipes."""
 
-    def __init__(self, plan: Plan, count: int, cores: frozenset[int]) -> None:
+    def __init__(self, plan: Plan, count: int, cores: frozenset[int], receiver: str) -> None:
         context = multiprocessing.get_context("spawn")
         self._pipes: list[Connection] = []
         self._processes = []
         for _ in range(count):
             mine, theirs = context.Pipe()
-            process = context.Process(target=worker_main, args=(theirs, plan, set(cores)))
+            args = (theirs, plan, set(cores), receiver)
+            process = context.Process(target=worker_main, args=args)
             process.start()
             self._pipes.append(mine)
             self._processes.append(process)
@@ -138,6 +145,16 @@ async def wait_all_joined(
         await asyncio.sleep(0.2)
 
 
+def server_cpu(server: Server) -> float:
+    """CPU seconds of all the server's processes so far."""
+    return total(cpu_seconds, server.processes())
+
+
+def server_rss(server: Server) -> int:
+    """Resident memory of all the server's processes."""
+    return int(total(rss_bytes, server.processes()))
+
+
 async def measure(
     server: Server, workers: Workers, n: int, options: BenchOptions, teacher: ClipVideoTrack
 ) -> dict[str, Any]:
@@ -149,7 +166,7 @@ async def measure(
     await asyncio.sleep(options.warmup)
     before, server0, client0, t0 = (
         await workers.snapshot(),
-        cpu_seconds(server.pid),
+        server_cpu(server),
         await workers.cpu(),
         time.monotonic(),
     )
@@ -158,15 +175,17 @@ async def measure(
     keyframes = teacher.keyframe_requests - keyframes
     after, server1, client1, t1 = (
         await workers.snapshot(),
-        cpu_seconds(server.pid),
+        server_cpu(server),
         await workers.cpu(),
         time.monotonic(),
     )
-    rss = rss_bytes(server.pid)
+    rss = server_rss(server)
+    spread = await server.spread()
     await workers.all("leave")
     row = summarize(n, t1 - t0, joins, before, after, server1 - server0, client1 - client0, rss)
     row["signalling_p95_ms"] = (percentile(signalling, 95) or 0) * 1000
     row["teacher_keyframes_per_s"] = keyframes / (t1 - t0)
+    row["per_worker"] = "+".join(map(str, spread)) or None
     return row
 
 
@@ -188,6 +207,7 @@ def summarize(
         "cpu_ms_per_s": server_cpu / dt * 1000,
         "cpu_ms_per_s_per_classroom": server_cpu / dt * 1000 / n,
         "client_cpu_cores": client_cpu / dt,
+        "served": sum(1 for f in fps if f >= SERVED_FPS),
         "fps_min": min(fps),
         "fps_mean": statistics.fmean(fps),
         "video_mbps_mean": statistics.fmean(
@@ -208,9 +228,9 @@ def summarize(
 
 async def idle_cpu(server: Server, seconds: float) -> float:
     """Server CPU (ms/s) with the teacher publishing and nobody watching."""
-    start, t0 = cpu_seconds(server.pid), time.monotonic()
+    start, t0 = server_cpu(server), time.monotonic()
     await asyncio.sleep(seconds)
-    return (cpu_seconds(server.pid) - start) / (time.monotonic() - t0) * 1000
+    return (server_cpu(server) - start) / (time.monotonic() - t0) * 1000
 
 
 async def bench_server(
@@ -220,12 +240,13 @@ async def bench_server(
     await server.start()
     try:
         pc, unpublish, teacher = await publish(server, clip)
-        workers = Workers(server.classroom_plan(), options.workers, options.client_cores)
+        plan = server.classroom_plan()
+        workers = Workers(plan, options.workers, options.client_cores, options.receiver)
         try:
             progress(f"{server.name}: idle", done)
             baseline = {
                 "cpu_ms_per_s": await idle_cpu(server, 3.0),
-                "rss_bytes": rss_bytes(server.pid),
+                "rss_bytes": server_rss(server),
             }
             rows = []
             for i, n in enumerate(options.counts):
@@ -286,6 +307,7 @@ async def run(options: BenchOptions, progress: Progress) -> dict[str, Any]:
             "seconds": options.seconds,
             "warmup": options.warmup,
             "workers": options.workers,
+            "receiver": options.receiver,
         },
         "servers": results,
     }

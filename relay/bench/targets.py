@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import subprocess
@@ -17,7 +18,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 from aioice.ice import get_host_addresses
@@ -32,12 +33,18 @@ from aiortc import (
 from yarl import URL
 
 from relay import tokens
+from relay.bench.redis_server import BenchRedis
 from relay.core.turn import turn_credentials
 
 PEER_CONFIG = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 # Ketang as it runs, and the variants measured beside it: a UDP socket per peer connection
-# instead of the one media socket, and classrooms that reach it only through coturn.
-KETANG_VARIANTS = ("ketang", "ketang-sockets", "ketang-turn")
+# instead of the one media socket, classrooms that reach it only through coturn, and two
+# worker processes (`serve --workers 2`) sharing the HTTP port as nodes of a cluster.
+KETANG_VARIANTS = ("ketang", "ketang-sockets", "ketang-turn", "ketang-workers2")
+# Relay processes of each variant; above 1 they need the bench's own Redis.
+WORKERS = {"ketang-workers2": 2}
+# Seconds `serve --workers` may take to stop: its workers get up to 30 s for recordings.
+STOP_SECONDS = 40.0
 ROOM = "bench"
 JANUS_ROOM = 4242
 Closer = Callable[[], Awaitable[None]]
@@ -141,6 +148,28 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and all its descendants now, from /proc/<pid>/task/<tid>/children."""
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        with contextlib.suppress(OSError):  # it exited meanwhile
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    pending += [int(child) for child in children.read().split()]
+    return tree
+
+
+def total(measure: Callable[[int], float], pids: list[int]) -> float:
+    """The sum of `measure` (cpu_seconds or rss_bytes) over processes; ones gone count 0."""
+    result = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            result += measure(pid)
+    return result
+
+
 class KetangServer:
     """A relay in its own process, pinned to the server's cores."""
 
@@ -160,6 +189,10 @@ class KetangServer:
         self._turn = None
         if variant == "ketang-turn":  # coturn beside the classrooms, off the relay's core
             self._turn = TurnServer(workdir, port + 100, secret, client_cores or cores)
+        self._workers = WORKERS.get(variant, 1)
+        self._redis = BenchRedis(workdir / f"{variant}-redis", cores) if self._workers > 1 else None
+        self._nodes: list[str] = []  # each worker's own base URL
+        self._log: BinaryIO | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -171,8 +204,12 @@ class KetangServer:
         assert self._process is not None
         return self._process.pid
 
+    def processes(self) -> list[int]:
+        """The relay and its workers, and the cluster's Redis: all that the server costs."""
+        return process_tree(self.pid) + ([self._redis.pid] if self._redis is not None else [])
+
     async def start(self) -> None:
-        """Spawn `python -m relay serve` and wait for /healthz."""
+        """Spawn `python -m relay serve` and wait for /healthz (of every worker)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("KETANG_")}
         env["KETANG_SECRET"] = self._secret
         # Janus records nothing: compare forwarding with forwarding (recording is measured apart)
@@ -183,23 +220,40 @@ class KetangServer:
         command = [sys.executable, "-m", "relay", "serve", "--port", str(self._port)]
         command += ["--udp-port", "0"]
         command += ["--data-dir", str(self._workdir / "ketang-data")]
-        log = open(self._workdir / f"{self.name}.log", "wb")  # noqa: SIM115 (lives with the process)
+        if self._redis is not None:
+            self._redis.start()
+            command += ["--workers", str(self._workers), "--redis-url", self._redis.url]
+        self._log = open(self._workdir / f"{self.name}.log", "wb")  # noqa: SIM115 (closed at stop)
         self._process = subprocess.Popen(
             command,
             env=env,
-            stdout=log,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
-            preexec_fn=lambda: os.sched_setaffinity(0, self._cores),  # before any thread starts
+            preexec_fn=lambda: os.sched_setaffinity(0, self._cores),  # workers inherit it
         )
         await asyncio.to_thread(_wait_http, f"{self.url}/healthz", 30.0)
+        if self._redis is not None:
+            self._nodes = await _wait_nodes(self._redis.url, self._workers, 30.0)
 
     async def stop(self) -> None:
-        """SIGTERM and reap."""
+        """SIGTERM and reap (the workers with their parent)."""
         if self._process is not None:
             self._process.terminate()
-            await asyncio.to_thread(self._process.wait, 10)
+            try:
+                await asyncio.to_thread(self._process.wait, STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                await asyncio.to_thread(self._process.wait)
+        if self._log is not None:
+            self._log.close()
+        if self._redis is not None:
+            self._redis.stop()
         if self._turn is not None:
             self._turn.stop()
+
+    async def spread(self) -> list[int]:
+        """Sessions each worker serves now, pulls of the lesson included; [] for one process."""
+        return [await asyncio.to_thread(_classrooms, url) for url in self._nodes]
 
     def classroom_plan(self) -> Plan:
         turn = self._turn.credentials() if self._turn is not None else None
@@ -247,6 +301,31 @@ class TurnServer:
             self._process.wait(10)
 
 
+async def _wait_nodes(redis_url: str, count: int, timeout: float) -> list[str]:
+    """Wait until `count` nodes registered in the cluster's directory and each answers on its
+    own address (the shared port could reach any of them); returns those addresses."""
+    from relay.cluster.directory import Directory, connect
+
+    directory = Directory(connect(redis_url))
+    try:
+        deadline = time.monotonic() + timeout
+        while len(nodes := await directory.nodes()) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {len(nodes)} of {count} workers came up in {timeout}s")
+            await asyncio.sleep(0.1)
+    finally:
+        await directory.aclose()
+    for node in nodes:
+        await asyncio.to_thread(_wait_http, f"{node.url}/healthz", timeout)
+    return sorted(node.url for node in nodes)
+
+
+def _classrooms(url: str) -> int:
+    """The classrooms a relay process reports on /healthz."""
+    with urllib.request.urlopen(f"{url}/healthz", timeout=5) as reply:
+        return int(json.load(reply)["classrooms"])
+
+
 def _wait_http(url: str, timeout: float) -> None:
     """Poll until `url` answers 200."""
     deadline = time.monotonic() + timeout
@@ -279,6 +358,12 @@ class JanusBenchServer:
     @property
     def pid(self) -> int:
         return self._server.pid
+
+    def processes(self) -> list[int]:
+        return process_tree(self.pid)
+
+    async def spread(self) -> list[int]:
+        return []
 
     async def start(self) -> None:
         from relay.bench.janus import create_room

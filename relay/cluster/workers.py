@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from relay.config import Config, as_environment
+from relay.config import FIELDS, Config, env_name
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,20 @@ class Worker:
         command = [sys.executable, "-m", "relay", "serve"]
         self.process = subprocess.Popen(command, env=self.env)
         logger.info("worker %d started (pid %d)", self.index, self.process.pid)
+
+
+def as_environment(config: Config) -> dict[str, str]:
+    """Every setting as KETANG_* variables: what a worker process is started with, so it
+    runs with exactly its parent's resolved config (an unset optional is "")."""
+    env = {}
+    for name, (section, _) in FIELDS.items():
+        value = getattr(getattr(config, section), name)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = "" if value is None else str(value)
+        env[env_name(name)] = text
+    return env
 
 
 def loopback_port() -> int:
