@@ -30,8 +30,16 @@ from relay.core.limits import Liveness, expired
 from relay.core.model import Event, FeedAssigned, FeedKey, SlotKey
 from relay.core.snapshot import ClassroomView, Lesson, Recording, RoomSnapshot, SourceView
 from relay.rtc import hooks
+from relay.rtc.remote import RungPulls
 from relay.rtc.sdp import OfferShape, advertise
-from relay.rtc.session import PlaySession, PublishSession, PullSession, Session, close_quietly
+from relay.rtc.session import (
+    PlaySession,
+    PublishSession,
+    PullSession,
+    RungPullSession,
+    Session,
+    close_quietly,
+)
 from relay.rtc.upstream import Upstream
 from relay.sessions import EndedSessions, SessionBook, Ticket
 
@@ -43,8 +51,9 @@ STALE_PUBLISHER_SECONDS = 3.0
 
 EventListener = Callable[[Event], None]
 Clock = Callable[[], float]
-# An edge's WHEP request to a room's origin: our offer in, (answer, sources live there) out.
-Exchange = Callable[[str], Awaitable[tuple[str, frozenset[str]]]]
+# An edge's WHEP request to a room's origin: our offer and the rung wanted (None: the source)
+# in, (answer, sources live there) out.
+Exchange = Callable[[str, str | None], Awaitable[tuple[str, frozenset[str]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +145,10 @@ class RoomRuntime:
         session = PullSession(
             self.name, new_session_id(), origin, "camera", self._on_dead, self.services.sockets
         )
+        rungs = RungPulls(lambda rung: self._pull_rung(origin, exchange, rung, rungs))
         try:
-            offer = await session.offer(media, media.renditions)
-            answer, live = await exchange(offer)
+            offer = await session.offer(media, media.renditions, rungs)
+            answer, live = await exchange(offer, None)
             await session.accept(answer)
             events = self.model.publish(session.id, "camera", origin, PullSession.CAMERA_KINDS)
         except BaseException:
@@ -149,6 +159,27 @@ class RoomRuntime:
         self._apply(events)
         self.pulled_sources(session.id, live)
         return session.id
+
+    async def _pull_rung(
+        self, origin: str, exchange: Exchange, rung: str, rungs: RungPulls
+    ) -> RungPullSession:
+        """One rendition rung from the origin, for this edge's classrooms on it."""
+        session = RungPullSession(
+            self.name,
+            new_session_id(),
+            origin,
+            "camera",
+            lambda _: rungs.lost(rung),
+            self.services.sockets,
+        )
+        try:
+            offer = await session.offer(self.services.media, (), None)
+            answer, _ = await exchange(offer, rung)
+            await session.accept(answer)
+        except BaseException:
+            await close_quietly(session)
+            raise
+        return session
 
     def pulled_sources(self, session_id: str, live: Collection[str]) -> None:
         """The origin's screen share started or ended: publish or end it here too (the
@@ -196,7 +227,8 @@ class RoomRuntime:
         )
         session.node = node
         media = self.services.media
-        renditions = () if node else media.renditions
+        # another node pulls the source (its lesson), or one rung it takes from us (`cap`)
+        renditions = () if node and cap is None else media.renditions
         try:
             # slots in m-line order; a video slot's index counts video m-lines only
             slots: tuple[SlotKey, ...] = model.classroom_slots(session.id, shape.kinds_in_order)

@@ -348,10 +348,10 @@ class ClusterNode:
         """The WHEP request of a pull: our offer to the origin; its answer and live sources
         back."""
 
-        async def exchange(offer: str) -> tuple[str, frozenset[str]]:
+        async def exchange(offer: str, rung: str | None) -> tuple[str, frozenset[str]]:
             token = tokens.issue(self.secret, room, "node", self.info.id, PULL_TOKEN_TTL)
             headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}
-            url = f"{origin.url}/whep/{room}"
+            url = f"{origin.url}/whep/{room}" + (f"?quality={rung}" if rung else "")
             timeout = aiohttp.ClientTimeout(total=PULL_TIMEOUT)
             async with (
                 aiohttp.ClientSession(timeout=timeout) as http,
@@ -360,7 +360,8 @@ class ClusterNode:
                 body = await reply.text()
                 if reply.status != 201:
                     raise BadRequest(f"origin answered {reply.status}: {body.strip()[:200]}")
-                location.append(str(reply.url.join(URL(reply.headers["Location"]))))
+                if rung is None:  # the lesson's pull: the one DELETEd when it is not needed
+                    location.append(str(reply.url.join(URL(reply.headers["Location"]))))
                 live = reply.headers.get(SOURCES_HEADER, "")
                 return body, frozenset(s for s in live.split(",") if s)
 

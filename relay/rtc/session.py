@@ -35,6 +35,7 @@ from relay.core.model import FeedKey, SlotKey
 from relay.rtc import hooks
 from relay.rtc.abr import ClassroomRate
 from relay.rtc.downtrack import DownTrack
+from relay.rtc.remote import RemoteLadder, RungPulls
 from relay.rtc.sdp import codec_preferences, normalize_offer
 from relay.rtc.sender import PacketLoop, SendCounters
 from relay.rtc.upstream import Upstream
@@ -173,7 +174,11 @@ class PullSession(PublishSession):
 
     # what a two-video-slot classroom of the origin receives: audio, the camera, and the
     # screen share while there is one; they become this node's camera and screen sources
-    FEEDS = (FeedKey("camera", "audio"), FeedKey("camera", "video"), FeedKey("screen", "video"))
+    FEEDS: tuple[FeedKey, ...] = (
+        FeedKey("camera", "audio"),
+        FeedKey("camera", "video"),
+        FeedKey("screen", "video"),
+    )
     CAMERA_KINDS = frozenset({"audio", "video"})
 
     @staticmethod
@@ -181,13 +186,23 @@ class PullSession(PublishSession):
         """The room model's id for the screen share a pull carries (one per source)."""
         return f"{session_id}:screen"
 
-    async def offer(self, media: MediaConfig, renditions: tuple[Rendition, ...]) -> str:
-        """Receive-only transceivers tapped from the start; returns the complete offer."""
+    rungs: RungPulls | None = None  # the rungs its video feeds take from the origin
+
+    async def offer(
+        self, media: MediaConfig, renditions: tuple[Rendition, ...], rungs: RungPulls | None
+    ) -> str:
+        """Receive-only transceivers tapped from the start; returns the complete offer. With
+        `rungs`, the video feeds' renditions come from the origin, not from a ladder here."""
+        self.rungs = rungs
         for feed in self.FEEDS:
             transceiver = self.pc.addTransceiver(feed.kind, direction="recvonly")
             transceiver.setCodecPreferences(codec_preferences(feed.kind))
             receiver = transceiver.receiver
-            self.upstreams[feed] = Upstream(self.room, feed, receiver, media, renditions)
+            made = renditions if rungs is None else ()
+            upstream = Upstream(self.room, feed, receiver, media, made)
+            if rungs is not None and upstream.video:
+                upstream.ladder = RemoteLadder(feed, renditions, rungs)
+            self.upstreams[feed] = upstream
         if self._sockets is not None:
             hooks.share_host_sockets(self.pc, self._sockets)
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -199,6 +214,22 @@ class PullSession(PublishSession):
             await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         except NEGOTIATION_ERRORS as exc:
             raise BadRequest(f"the origin's answer is unusable: {exc!r}") from None
+
+    def track(self, feed: FeedKey) -> Upstream | None:
+        """The pulled track of one feed (a rung pull's camera or screen video)."""
+        return self.upstreams.get(feed)
+
+    async def close(self) -> None:
+        if self.rungs is not None:
+            await self.rungs.close()
+        await super().close()
+
+
+class RungPullSession(PullSession):
+    """An edge's pull of one rendition rung from the origin: camera and screen video at that
+    rung (`?quality=`), made once there for every node."""
+
+    FEEDS = (FeedKey("camera", "video"), FeedKey("screen", "video"))
 
 
 class PlaySession(Session):

@@ -29,6 +29,7 @@ from relay.core.model import FeedKey
 from relay.rtc import hooks
 from relay.rtc.jitter import EagerJitterBuffer
 from relay.rtc.ladder import Ladder
+from relay.rtc.remote import RemoteLadder
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ class Upstream(FrameSource):
         self._receiver = receiver
         self._loop = asyncio.get_running_loop()
         self._pending: set[asyncio.Task[None]] = set()
-        self.ladder = Ladder(self, renditions) if self.video else None
+        # an edge's pull replaces it with the rungs it takes from the origin (rtc/remote.py)
+        self.ladder: Ladder | RemoteLadder | None = Ladder(self, renditions) if self.video else None
         hooks.tap_frames(receiver, self._on_frame)
         original = hooks.jitter_buffer_of(receiver)
         self._buffer = EagerJitterBuffer(

@@ -4,11 +4,14 @@ teacher's node is the origin, the others pull the lesson once and fan it out (an
 from __future__ import annotations
 
 import asyncio
+import re
+import urllib.request
 
 import aiohttp
 import pytest
 
 from tests.cluster.nodes import Node, token
+from tests.conftest import settled
 from tests.media import TAG_CAMERA, TAG_SCREEN, CounterVideoTrack, ToneAudioTrack
 from tests.peers import Playback, Publication, delete_session, max_gap, whep_play, whip_publish
 
@@ -132,3 +135,34 @@ async def test_an_edge_carries_the_screen_share_as_the_origin_does(nodes: list[N
         if screen is not None:
             await screen.close()
         await camera.close()
+
+
+def ladder_frames(node: Node) -> float:
+    """Frames the node's own ladder worker processed so far (its /metrics)."""
+    with urllib.request.urlopen(f"{node.base}/metrics", timeout=2) as reply:
+        text = reply.read().decode()
+    found = re.search(r"^ketang_ladder_frame_seconds_count (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.timeout(120)
+async def test_an_edge_takes_renditions_from_the_origin_instead_of_making_them(
+    nodes: list[Node],
+) -> None:
+    a, b, _ = nodes
+    video = CounterVideoTrack(tag=TAG_CAMERA, fps=30, width=960, height=540)
+    teacher = token(ROOM, "teacher", "Ms Zhao")
+    publication = await whip_publish(a.base, ROOM, teacher, "camera", video, ToneAudioTrack())
+    capped = await whep_play(b.base, ROOM, token(ROOM, "classroom", "Hill"), quality="180p")
+    log = capped.video[0]
+    try:
+
+        def rung() -> bool:
+            return sum((r.width, r.height) == (320, 180) for r in log.records) >= 60
+
+        assert await settled(rung, timeout=PLAY_TIMEOUT), {(r.width, r.height) for r in log.records}
+        assert fps(capped, 1.0) >= 25
+        assert ladder_frames(a) > 30 and ladder_frames(b) == 0  # made once, at the origin
+    finally:
+        await capped.close()
+        await publication.close()

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from relay.rtc import ladder as ladder_module
+from relay.rtc.ladder import Ladder
 from relay.rtc.upstream import Upstream
 from tests.conftest import RelayUnderTest, settled
 from tests.media import TAG_CAMERA, CounterVideoTrack, ToneAudioTrack
@@ -67,6 +68,7 @@ async def test_capped_classrooms_share_one_rendition_made_for_the_room(
             await playback.close()
         # the rendition stops once nobody used it for LINGER seconds
         ladder = upstream.ladder
+        assert isinstance(ladder, Ladder)
         assert await settled(lambda: ladder._executor is None, timeout=10)
         stopped = rendition.frames
         await asyncio.sleep(0.5)
