@@ -274,7 +274,11 @@ class PlaySession(Session):
             senders[slot] = transceiver.sender
         self.rate = ClassroomRate(self.tracks, senders, self.counters, renditions, cap, AbrParams())
         answer = await self._answer(offer)
-        self.rate.start()
+        if not self.node:
+            # another node's pull keeps the layer chosen when its feed is assigned (the source,
+            # or the rung it asked for): a link between servers is no classroom's, and moving
+            # it down would freeze every classroom of that node at once
+            self.rate.start()
         return answer
 
     def _joined(self) -> None:
