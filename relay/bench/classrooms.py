@@ -20,6 +20,7 @@ from aiortc import RTCPeerConnection
 
 from relay.bench.light import HeaderCounters, LightReceiver
 from relay.bench.media import read_stamp
+from relay.bench.poller import Poller
 from relay.bench.targets import Closer, Plan, peer_config, subscribe
 from relay.rtc import hooks
 
@@ -73,15 +74,13 @@ class Counters:
         return report
 
 
-RECEIVERS = ("full", "light")  # how a classroom receives: reassembled frames, or RTP headers
-
-
 class Classroom:
     """One receiving peer and its counters."""
 
-    def __init__(self, plan: Plan, receiver: str = "full") -> None:
+    def __init__(self, plan: Plan, poller: Poller | None = None) -> None:
+        """A full classroom, or a light one when given the poller that reads its sockets."""
         self.pc = RTCPeerConnection(peer_config(plan))
-        self._light = LightReceiver() if receiver == "light" else None
+        self._light = LightReceiver(poller) if poller is not None else None
         self.counters: Counters | HeaderCounters = (
             Counters() if self._light is None else self._light.counters
         )
@@ -126,11 +125,12 @@ class Classroom:
 async def _serve(conn: Connection, plan: Plan, receiver: str) -> None:
     """Answer the runner's commands until told to quit."""
     classrooms: list[Classroom] = []
+    poller = Poller() if receiver == "light" else None
     loop = asyncio.get_running_loop()
     while True:
         command, arg = await loop.run_in_executor(None, conn.recv)
         if command == "join":
-            fresh = [Classroom(plan, receiver) for _ in range(arg)]
+            fresh = [Classroom(plan, poller) for _ in range(arg)]
             await asyncio.gather(*(c.join(plan) for c in fresh))
             classrooms += fresh
             conn.send(len(classrooms))
@@ -145,6 +145,8 @@ async def _serve(conn: Connection, plan: Plan, receiver: str) -> None:
             conn.send(times.user + times.system)
         else:
             await asyncio.gather(*(c.leave() for c in classrooms))
+            if poller is not None:
+                await poller.close()
             conn.send(None)
             return
 

@@ -142,6 +142,7 @@ def run_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from relay.bench.runner import run
 
     options = options_from(args)
+    os.sched_setaffinity(0, options.client_cores)  # the publisher runs in this process
     results = asyncio.run(run(options, progress_bar(sys.stderr)))
     paths = report.write(results, options.workdir)
     print(paths["md"].read_text())

@@ -4,8 +4,8 @@ SRTP encrypts only the payload: the RTP header (RFC 3550 §5.1) and its extensio
 clear (RFC 3711 §3.1). So the payload type tells video from audio, the sequence number tells
 loss, and the marker bit ends a video frame (RFC 7741 §4.1 for VP8). A light classroom counts
 those and skips everything a real receiver does per packet: SRTP, parsing, jitter buffer,
-NACK and REMB. Each datagram costs a few microseconds instead of ~100, so hundreds of light
-classrooms fit on one client core and the server stays the limit.
+NACK and REMB; after its first RTP packet the worker's Poller reads its sockets in batches.
+A light classroom costs an eighth of a full one, so the server stays the limit.
 
 What it cannot tell: latency (the clip's stamp is inside the encrypted payload) and whether a
 frame would decode. It sends a receiver report per stream every second or so (RFC 3550 §6.2),
@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import random
 import secrets
+import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,8 @@ import aiortc
 from aiortc import RTCPeerConnection
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
+
+from relay.bench.poller import Handler, Poller
 
 # first byte, marker + payload type, sequence number, timestamp, SSRC (RFC 3550 §5.1)
 _HEADER = struct.Struct("!BBHII")
@@ -221,17 +224,27 @@ def check_internals() -> None:
         raise InternalsChanged("aioice's StunProtocol no longer hands data to data_received")
     if "_connection" not in aiortc.RTCIceTransport.__init__.__code__.co_names:
         raise InternalsChanged("aiortc's RTCIceTransport no longer holds _connection")
+    if "_protocols" not in aioice.Connection.__init__.__code__.co_names:
+        raise InternalsChanged("aioice's Connection no longer lists its sockets in _protocols")
+    if "transport" not in aioice.ice.StunProtocol.connection_made.__code__.co_names:
+        raise InternalsChanged("aioice's StunProtocol no longer keeps its transport")
     if not callable(getattr(RTCRtpReceiver, "_send_rtcp", None)):
         raise InternalsChanged("aiortc's RTCRtpReceiver lost _send_rtcp")
 
 
-def _attach(pc: RTCPeerConnection, on_rtp: Callable[[bytes], None]) -> SendRtcp:
+Take = Callable[[socket.socket, Handler], None]
+"""Reads a socket from now on (and closes it in the end), each datagram to the handler."""
+
+
+def _attach(pc: RTCPeerConnection, on_rtp: Callable[[bytes], None], take: Take) -> SendRtcp:
     """Route every RTP datagram of `pc` to `on_rtp` before aiortc sees it; returns a way to
     send RTCP. The only access to private state of aiortc 1.16 / aioice 0.13:
 
     - `RTCIceTransport._connection`: the aioice Connection of the (bundled) transport;
     - `Connection.data_received(data, component)`: where aioice's socket protocols hand every
       non-STUN datagram; replaced on the instance, it keeps DTLS and RTCP on aiortc's path;
+    - `Connection._protocols`: its socket protocols, there once it has gathered; at the first
+      RTP packet `_take_over` hands their sockets to `take`;
     - `RTCRtpReceiver._send_rtcp(packet)`: SRTCP-protects and sends one RTCP packet.
     """
     check_internals()
@@ -240,31 +253,63 @@ def _attach(pc: RTCPeerConnection, on_rtp: Callable[[bytes], None]) -> SendRtcp:
         raise InternalsChanged("aiortc's ICE transport no longer holds an aioice Connection")
     for connection in connections:
         original = connection.data_received
+        pending = [connection]  # until its first RTP packet
 
-        def received(data: bytes, component: int, original: Any = original) -> None:
-            if is_rtp(data):
-                on_rtp(data)
-            else:
+        def received(
+            data: bytes, component: int, original: Any = original, pending: Any = pending
+        ) -> None:
+            if not is_rtp(data):
                 original(data, component)
+                return
+            on_rtp(data)
+            while pending:
+                for protocol in pending.pop()._protocols:
+                    _take_over(protocol, on_rtp, take)
 
         connection.data_received = received  # type: ignore[method-assign]
     send: SendRtcp = pc.getTransceivers()[0].receiver._send_rtcp
     return send
 
 
+def _take_over(protocol: Any, on_rtp: Callable[[bytes], None], take: Take) -> None:
+    """Have `take` read the socket of one of aioice's protocols instead of asyncio (public
+    asyncio API: the transport's socket, pause_reading): RTP to `on_rtp`, the rest to the
+    protocol as before. A TURN allocation has no socket of its own and stays as it is."""
+    transport = protocol.transport
+    shared = transport.get_extra_info("socket") if transport is not None else None
+    if shared is None or not hasattr(transport, "pause_reading"):
+        return
+    original = protocol.datagram_received
+
+    def received(data: bytes, addr: Any) -> None:
+        if is_rtp(data):
+            on_rtp(data)
+        else:
+            original(data, addr)
+
+    take(shared.dup(), received)
+    transport.pause_reading()
+
+
 class LightReceiver:
     """Counts one peer connection's media from RTP headers and reports to the sender."""
 
-    def __init__(self) -> None:
+    def __init__(self, poller: Poller) -> None:
         self.counters = HeaderCounters()
+        self._poller = poller
         self._pc: RTCPeerConnection | None = None
         self._reports: asyncio.Task[None] | None = None
+        self._sockets: list[socket.socket] = []  # the poller reads these for us
 
     def prepare(self, pc: RTCPeerConnection) -> None:
         """Hook the connection; call it before media can flow (after its transceivers exist)."""
         self._pc = pc
-        send = _attach(pc, self._rtp)
+        send = _attach(pc, self._rtp, self._take)
         self._reports = asyncio.get_running_loop().create_task(self._report(send))
+
+    def _take(self, own: socket.socket, handler: Handler) -> None:
+        self._sockets.append(own)
+        self._poller.add(own, handler)
 
     def _rtp(self, data: bytes) -> None:
         if not self.counters.kinds:
@@ -289,9 +334,12 @@ class LightReceiver:
                     await send(RtcpRrPacket(ssrc=ssrc, reports=reports))
 
     async def close(self) -> None:
-        """Stop the reports."""
+        """Stop the reports and the reading of this connection's sockets."""
         if self._reports is not None:
             self._reports.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reports
             self._reports = None
+        for own in self._sockets:
+            self._poller.remove(own)
+        self._sockets = []

@@ -24,7 +24,7 @@ FIGURES = (
     ("latency_p99_ms", "latency p99 ms", "{:.1f}"),
     ("rss_per_classroom_mb", "RSS MB per classroom", "{:.2f}"),
     ("client_cpu_cores", "client cores busy", "{:.2f}"),
-    ("per_worker", "sessions per worker (pulls included)", "{}"),
+    ("per_worker", "classrooms per worker", "{}"),
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import secrets
 import statistics
 import sys
@@ -51,6 +52,8 @@ class BenchOptions:
     workdir: Path = field(default_factory=lambda: Path("bench-results"))
     quality: str = ""  # ketang classrooms join with ?quality= (e.g. 180p: measure the ladder)
     receiver: str = "light"  # classrooms count RTP headers ("light") or reassemble ("full")
+    # CPUs the bench may use, taken before it pins its own process to the client cores
+    cpus: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))
 
 
 # A classroom is served when it gets at least this many frames per second of the 30 fps lesson.
@@ -297,7 +300,7 @@ async def run(options: BenchOptions, progress: Progress) -> dict[str, Any]:
             "video_bitrate": clip.video_bitrate,
         },
         "machine": {
-            "cpus": len(__import__("os").sched_getaffinity(0)),
+            "cpus": options.cpus,
             "server_cores": sorted(options.server_cores),
             "client_cores": sorted(options.client_cores),
             "python": sys.version.split()[0],

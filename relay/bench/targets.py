@@ -252,7 +252,7 @@ class KetangServer:
             self._turn.stop()
 
     async def spread(self) -> list[int]:
-        """Sessions each worker serves now, pulls of the lesson included; [] for one process."""
+        """Classrooms each worker serves now (as its /healthz counts them); [] for one process."""
         return [await asyncio.to_thread(_classrooms, url) for url in self._nodes]
 
     def classroom_plan(self) -> Plan:

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from relay.bench import report
+from relay.bench.command import options_from
 from relay.bench.media import read_stamp, stamp
 from relay.bench.runner import percentile
+from relay.bench.targets import cpu_seconds, process_tree, total
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,3 +113,36 @@ def test_bad_bench_options_exit_2_with_a_message(
 
     assert main(["bench", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "receiver"),
+    [
+        ([], "light"),
+        (["--smoke"], "full"),
+        (["--smoke", "--receiver", "light"], "light"),
+        (["--receiver", "full"], "full"),
+    ],
+)
+def test_big_runs_use_light_classrooms_and_the_smoke_run_full_ones(
+    argv: list[str], receiver: str
+) -> None:
+    from relay.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--peer", "ketang-workers2", *argv])
+    options = options_from(args)
+    assert options.receiver == receiver
+    assert options.peers == ("ketang", "ketang-workers2")
+
+
+def test_server_cpu_covers_the_process_tree_and_skips_processes_gone() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        tree = process_tree(os.getpid())
+        assert tree[0] == os.getpid() and child.pid in tree
+        assert total(cpu_seconds, [os.getpid(), 2**22 + 1]) == pytest.approx(
+            cpu_seconds(os.getpid()), abs=0.05
+        )
+    finally:
+        child.kill()
+        child.wait()
