@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import secrets
 import socket
 from collections.abc import Callable, Coroutine
@@ -63,7 +64,7 @@ ANSWERED_HEADERS = frozenset({"Content-Type", "ETag", "Retry-After"})
 
 def new_node_id() -> str:
     """Unique per process, readable in logs: host, pid and a random suffix."""
-    return f"{socket.gethostname()}-{secrets.token_hex(3)}"
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 @dataclass
@@ -91,6 +92,7 @@ class ClusterNode:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     placement_gap: int = 20  # config.cluster.placement_gap
     _sent: dict[str, int] = field(default_factory=dict)  # classrooms sent per node, lately
+    _ended: dict[str, str] = field(default_factory=dict)  # room -> origin whose lesson ended
     # this process's own view of a room, as its pages would see it (set by the app)
     local_state: Callable[[str], dict[str, Any]] | None = None
     # room -> node -> (it teaches the room, its state of it, loop time it was heard)
@@ -99,11 +101,12 @@ class ClusterNode:
     def on_event(self, event: Event) -> None:
         """A room event of this process: a teacher starting here claims the room at once,
         and the edges hear at once when a source starts or ends at the origin."""
-        if isinstance(event, SourceStarted):
+        if isinstance(event, SourceStarted | SourceEnded):  # claim, or give up, at once
             self._wake.set()
         if isinstance(event, SourceStarted | SourceEnded):
             runtime = self.registry.find(event.room)
-            if runtime is not None and runtime.teaching:
+            # the origin tells its sources, the last one ending included (the lesson ended)
+            if runtime is not None and (runtime.teaching or event.room in self.origins):
                 live = sorted(runtime.model.publishers)
                 message = {"type": "sources", "node": self.info.id, "live": live}
                 self._spawn(self._announce(event.room, message))
@@ -127,24 +130,30 @@ class ClusterNode:
         sender = message.get("node")
         if sender == self.info.id:
             return
-        if message.get("type") == "origin":
-            self._wake.set()
         state = message.get("state")
         if message.get("type") == "view" and isinstance(state, dict) and isinstance(sender, str):
             now = asyncio.get_running_loop().time()
             self._views.setdefault(room, {})[sender] = (bool(message.get("origin")), state, now)
             self._forget_old_views(now)
         pull, runtime, live = self.pulls.get(room), self.registry.find(room), message.get("live")
+        if message.get("type") == "origin" or (message.get("type") == "sources" and live):
+            self._ended.pop(room, None)  # a lesson (re)starts there
+            self._wake.set()
         if message.get("type") != "sources" or pull is None or runtime is None:
             return
-        if sender == pull.origin and isinstance(live, list):
+        if sender != pull.origin or not isinstance(live, list):
+            return
+        if live:
             runtime.pulled_sources(pull.session, frozenset(map(str, live)))
+        else:  # the lesson ended at the origin: it ends here too (pages say so)
+            self._ended[room] = pull.origin  # and is not pulled again until it starts there
+            self._spawn(self._stop_pull(runtime, pull))
 
     async def run(self) -> None:
         """Rounds until cancelled: at least every HEARTBEAT_SECONDS, sooner when woken."""
         while True:
+            self._wake.clear()  # before the round: a wake during it brings the next one at once
             await self.round()
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), HEARTBEAT_SECONDS)
 
@@ -322,7 +331,8 @@ class ClusterNode:
             if pull is not None and node.id != pull.origin:
                 await self._stop_pull(runtime, pull)
                 pull = None
-            if pull is None and runtime.name not in self._starting:
+            ended_there = self._ended.get(runtime.name) == node.id
+            if pull is None and runtime.name not in self._starting and not ended_there:
                 self._spawn(self._start_pull(runtime, node))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -368,8 +378,10 @@ class ClusterNode:
         return exchange
 
     async def _stop_pull(self, runtime: RoomRuntime, pull: Pull) -> None:
-        """No classroom here watches the room any more: end the pull here and at the origin."""
-        del self.pulls[runtime.name]
+        """End a pull here and at the origin: nobody here watches the room any more, its
+        origin moved, or its lesson ended there."""
+        if self.pulls.get(runtime.name) is pull:
+            del self.pulls[runtime.name]
         with contextlib.suppress(KetangError):  # it may have ended meanwhile
             await runtime.end(pull.session)
         token = tokens.issue(self.secret, runtime.name, "node", self.info.id, 60)

@@ -166,3 +166,23 @@ async def test_an_edge_takes_renditions_from_the_origin_instead_of_making_them(
     finally:
         await capped.close()
         await publication.close()
+
+
+@pytest.mark.timeout(60)
+async def test_when_the_teacher_ends_the_lesson_it_ends_on_the_edges_too(nodes: list[Node]) -> None:
+    a, b, _ = nodes
+    publication = await teach(a)
+    classroom = await join(b, "Hill School")
+    try:
+        await classroom.wait_frames(0, 30, TAG_CAMERA, timeout=PLAY_TIMEOUT)
+        assert b.health()["lessons_live"] == 1
+        await publication.close()
+        ended = await settled(lambda: b.health()["lessons_live"] == 0, timeout=5)
+        assert ended  # the edge's pages say "ended", not a frozen picture
+        await asyncio.sleep(2.5)  # a directory round later the edge has not pulled it again
+        assert b.health()["lessons_live"] == 0
+        publication = await teach(a)  # the teacher starts again: the edge follows
+        await classroom.wait_frames(0, 30, TAG_CAMERA, timeout=PLAY_TIMEOUT)
+    finally:
+        await classroom.close()
+        await publication.close()
