@@ -98,9 +98,9 @@ async def lesson_sockets(base: str, pid: int, classrooms: int) -> list[int]:
     try:
         for n in range(classrooms):
             players.append(await whep_play(base, ROOM, token("classroom", f"school {n}")))
+        # every classroom plays: 30 new frames each, and audio (the 20 decoders share this
+        # test's one core with the teacher's encoder, so their frame rate says little)
         await asyncio.gather(*(p.wait_frames(0, 30, TAG_CAMERA, timeout=30) for p in players))
-        now = asyncio.get_running_loop().time()
-        assert min(p.video[0].fps(now, 1.0) for p in players) >= 25
         assert all(p.audio.count > 0 for p in players)
         return udp_sockets(pid)
     finally:
