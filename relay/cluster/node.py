@@ -253,9 +253,9 @@ class ClusterNode:
         """Heartbeat, leases, pulls, views; a Redis outage costs the round, never the
         lessons."""
         try:
-            await self._heartbeat()
+            live = await self._heartbeat()
             await self._claim_and_renew()
-            await self._follow_origins()
+            await self._follow_origins(live)
             await self._tell_views()
         except KetangError as error:
             if not self._failing:
@@ -266,9 +266,9 @@ class ClusterNode:
             logger.info("cluster directory reachable again")
             self._failing = False
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self) -> dict[str, NodeInfo]:
         """Rewrite this node's record; when Redis had lost it (restarted empty, or this node
-        was away), re-assert its leases and sessions first."""
+        was away), re-assert its leases and sessions first. Returns the live nodes by id."""
         info = dataclasses.replace(self.info, load=self.load())
         sessions = [(s, r.name) for r in self.registry for s in (*r.publishers, *r.players)]
         if await self.directory.heartbeat(info, NODE_TTL) and (self.origins or sessions):
@@ -279,6 +279,7 @@ class ClusterNode:
         live = await self.directory.nodes()
         self._sent = {}  # the loads just read count the classrooms sent since
         metrics.set_cluster_nodes(len(live))
+        return {n.id: n for n in live}
 
     async def _claim_and_renew(self) -> None:
         """Hold the lease of every room a teacher publishes here; give up the others."""
@@ -309,12 +310,11 @@ class ClusterNode:
             logger.warning("room %s: another node is its origin now", room)
             self.origins.discard(room)
 
-    async def _follow_origins(self) -> None:
+    async def _follow_origins(self, live: dict[str, NodeInfo]) -> None:
         """Pull each room whose classrooms are here and whose teacher is elsewhere, from the
         node that is its origin now; end pulls nobody here watches or whose origin moved. A
         room with no origin in the directory keeps its pull (Redis may have restarted empty,
         and its origin re-claims it in its next round)."""
-        live = {n.id: n for n in await self.directory.nodes()}
         for runtime in self.registry:
             pull = self.pulls.get(runtime.name)
             if pull is not None and pull.session not in runtime.publishers:
