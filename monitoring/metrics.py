@@ -59,6 +59,12 @@ _FORWARDED_BYTES = Counter(
 _RETRANSMITTED = Counter(
     "ketang_retransmitted_packets", "Packets resent to classrooms on NACK", registry=REGISTRY
 )
+_SEND_FAILED = Counter(
+    "ketang_send_failed_packets",
+    "RTP packets to classrooms the media socket refused (its buffer full) or SRTP would not "
+    "protect; the classrooms recover them by NACK or at the next keyframe",
+    registry=REGISTRY,
+)
 _SWITCHES = Counter(
     "ketang_rendition_switches",
     "Layer changes decided for classroom video slots, by reason (down, try, keep, revert, ...)",
@@ -159,6 +165,11 @@ def count_forwarded(video: bool, packets: int, wire_bytes: int) -> None:
 
 def count_retransmission() -> None:
     _RETRANSMITTED.inc()
+
+
+def count_send_failures(packets: int) -> None:
+    """Packets of one fan-out pass the socket or SRTP refused."""
+    _SEND_FAILED.inc(packets)
 
 
 def count_switch(reason: str) -> None:

@@ -28,6 +28,7 @@ from relay.library_api import LibraryApi
 from relay.middleware import cors_middleware, errors_middleware, same_origin
 from relay.pages import Pages
 from relay.registry import Registry
+from relay.rtc import rtpsend
 from relay.rtc.hooks import check_aiortc
 from relay.rtc.udpmux import UdpMux
 from relay.runtime import Clock, EventListener, RoomServices
@@ -62,6 +63,9 @@ class Relay:
                 "lessons_live": sum(1 for r in rooms if r.live),
                 "classrooms": sum(len(r.classrooms) for r in rooms),
                 "media_udp_port": self.mux.port if self.mux is not None else None,
+                # the batch send path in use (relay/rtc/rtpsend.py): "native" unless the
+                # extension was not built where this was installed
+                "send_path": "native" if rtpsend.NATIVE is not None else "python",
             }
         )
 

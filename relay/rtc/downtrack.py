@@ -1,15 +1,16 @@
 """One classroom's copy of one feed: a MediaStreamTrack that hands encoded frames to aiortc.
 
 Frames leave through `relay.rtc.sender.PacketLoop`, which only packetizes them: no codec work
-per classroom. It keeps a 128-packet history and answers the classroom's NACKs from it, so
-retransmissions never reach the teacher. aiortc's sender ignores PLI for pre-encoded media, so
-`hooks.on_keyframe_request` routes the classroom's PLI here.
+per classroom. A queued frame wakes the process's fan-out pass (`on_queued`), which drains
+every woken track in one go. The loop keeps a 128-packet history and answers the classroom's
+NACKs from it, so retransmissions never reach the teacher. aiortc's sender ignores PLI for
+pre-encoded media, so `hooks.on_keyframe_request` routes the classroom's PLI here.
 """
 
 from __future__ import annotations
 
 import asyncio
-from fractions import Fraction
+from collections.abc import Callable
 from typing import cast
 
 import av
@@ -19,7 +20,7 @@ from aiortc.mediastreams import MediaStreamError
 from monitoring import metrics
 from relay.core.codecs import AUDIO_CLOCK_RATE, VIDEO_CLOCK_RATE
 from relay.core.fanout import FrameSource
-from relay.core.forwarder import Forwarder, Frame, OutFrame, Verdict
+from relay.core.forwarder import Forwarder, Frame, Verdict
 
 
 class DownTrack(MediaStreamTrack):
@@ -32,9 +33,8 @@ class DownTrack(MediaStreamTrack):
         video = kind == "video"
         clock_rate = VIDEO_CLOCK_RATE if video else AUDIO_CLOCK_RATE
         self.forwarder = Forwarder(video, clock_rate, limit)
-        self._time_base = Fraction(1, clock_rate)
         self._listening: set[FrameSource] = set()
-        self._waiter: asyncio.Future[None] | None = None
+        self.on_queued: Callable[[], None] | None = None  # the packet loop's wake-up
         # frames are queued only once the sender runs, i.e. the classroom is connected
         self._sending = False
         self.plis = 0  # keyframe requests from the classroom
@@ -68,8 +68,8 @@ class DownTrack(MediaStreamTrack):
         if verdict is Verdict.QUEUED:
             if self.forwarder.current is not current:
                 self._prune()
-            if self._waiter is not None and not self._waiter.done():
-                self._waiter.set_result(None)
+            if self.on_queued is not None:
+                self.on_queued()
             return
         metrics.count_drop(verdict.value)
         if verdict is not Verdict.NOT_TARGET:
@@ -87,41 +87,26 @@ class DownTrack(MediaStreamTrack):
         self._listening.discard(source)
         self.forwarder.forget(source)
 
-    async def next_frame(self) -> OutFrame:
-        """The next frame to send; waits while the queue is empty, raises once stopped."""
-        if not self._sending:
-            self._begin()
-        while True:
-            out = self.forwarder.pop()
-            if out is not None:
-                return out
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-
-    def _begin(self) -> None:
+    def begin(self) -> None:
         """The classroom's connection is up: start from the freshest keyframe, not a backlog."""
+        if self._sending:
+            return
         self._sending = True
         target = self.forwarder.target
         if target is not None:
             self._start_from(cast("FrameSource", target))
 
     async def recv(self) -> av.Packet:  # type: ignore[type-arg]
-        """The MediaStreamTrack interface, for consumers other than the relay's packet loop
-        (which reads next_frame): a packet aiortc's own sender would only re-packetize."""
-        out = await self.next_frame()
-        packet = av.Packet(out.data)
-        packet.pts, packet.time_base = out.timestamp, self._time_base
-        return packet
+        """aiortc's MediaStreamTrack interface, which its own sender loop reads: the relay
+        replaces that loop (relay/rtc/sender.py), so nothing reads frames this way."""
+        raise MediaStreamError("a down track's frames leave through its packet loop")
 
     def stop(self) -> None:
         """End the track: detach from upstream and release a sender waiting for a frame."""
         super().stop()
         self.forwarder.retarget(None)
         self._prune()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self.on_queued = None
 
     def _prune(self) -> None:
         """Stop listening to upstreams this track neither forwards nor switches to."""

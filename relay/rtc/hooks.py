@@ -14,9 +14,9 @@ forwarding relay needs these things aiortc has no public API for:
    extends and serializes an RtpPacket object per packet per classroom; ours does per frame
    (or once per upstream frame) all it can, and keeps the sender's NACK history, RTCP sender
    reports and stop() working through `SenderInternals`;
-5. a synchronous path from RTP bytes to the socket (`direct_rtp_sender`): SRTP-protect and
-   `sendto` on the nominated ICE pair, without the four coroutine layers (DTLS transport, ICE
-   transport, aioice connection, STUN protocol) aiortc awaits per packet;
+5. a synchronous path from RTP bytes to the socket (`srtp_route`): the classroom's SRTP
+   context and nominated ICE pair, and pylibsrtp's `srtp_protect` for the native batch send
+   path (relay/rtc/rtpsend.py);
 6. every RTCP packet a classroom sends to one of our senders (`on_rtcp`): REMB, receiver
    reports and NACKs are the inputs of the relay's bandwidth estimate;
 7. host candidates on the process's one media socket (`share_host_sockets`): aioice binds a
@@ -311,24 +311,63 @@ class SenderInternals:
         value: int | None = getattr(self._sender, "_RTCRtpSender__rtx_payload_type")
         return value
 
-    def extension_block(self) -> bytes:
+    def extension_block(self, abs_send_time: int) -> bytes:
         """Header extensions (mid, abs-send-time) as they follow the fixed RTP header."""
         extensions = HeaderExtensions()
         extensions.mid = getattr(self._sender, "_RTCRtpSender__mid")
-        extensions.abs_send_time = (clock.current_ntp_time() >> 14) & 0x00FFFFFF
+        extensions.abs_send_time = abs_send_time
         mapping = getattr(self._sender, "_RTCRtpSender__rtp_header_extensions_map")
         profile, value = mapping.set(extensions)
         return struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
 
-    def account(self, packets: int, octets: int, rtp_timestamp: int) -> None:
+    def extensions(self) -> ExtensionBlock:
+        """The sender's extension block, encoded once (only abs-send-time changes)."""
+        return ExtensionBlock(self.extension_block)
+
+    def account(self, packets: int, octets: int, rtp_timestamp: int, ntp_time: int) -> None:
         """Feed the sender reports aiortc's RTCP loop sends (RFC 3550 §6.4.1)."""
         sender = self._sender
-        setattr(sender, "_RTCRtpSender__ntp_timestamp", clock.current_ntp_time())
+        setattr(sender, "_RTCRtpSender__ntp_timestamp", ntp_time)
         setattr(sender, "_RTCRtpSender__rtp_timestamp", rtp_timestamp)
         count = getattr(sender, "_RTCRtpSender__packet_count")
         setattr(sender, "_RTCRtpSender__packet_count", count + packets)
         total = getattr(sender, "_RTCRtpSender__octet_count")
         setattr(sender, "_RTCRtpSender__octet_count", total + octets)
+
+
+def ntp_time() -> int:
+    """Now, as a 64-bit NTP timestamp (what sender reports carry)."""
+    now: int = clock.current_ntp_time()
+    return now
+
+
+def abs_send_time(ntp: int) -> int:
+    """The 24-bit abs-send-time of an NTP timestamp (6.18 fixed-point seconds)."""
+    return (ntp >> 14) & 0x00FFFFFF
+
+
+class ExtensionBlock:
+    """A sender's header extensions with only abs-send-time left to fill in: encoding them
+    through aiortc per frame per classroom cost more than the rest of the frame's header."""
+
+    __slots__ = ("_after", "_before")
+
+    def __init__(self, encode: Callable[[int], bytes]) -> None:
+        low, high = encode(0), encode(0xFFFFFF)
+        changed = [i for i, (a, b) in enumerate(zip(low, high, strict=True)) if a != b]
+        if not changed:  # abs-send-time not negotiated
+            self._before, self._after = low, None
+            return
+        at = changed[0]
+        if changed != [at, at + 1, at + 2]:
+            raise AiortcChanged("abs-send-time is not 3 bytes in aiortc's extension block")
+        self._before, self._after = low[:at], low[at + 3 :]
+
+    def __call__(self, abs_send_time: int) -> bytes:
+        """The block with this abs-send-time."""
+        if self._after is None:
+            return self._before
+        return self._before + abs_send_time.to_bytes(3, "big") + self._after
 
 
 PacketLoop = Callable[[SenderInternals, Any], Awaitable[None]]
@@ -343,25 +382,61 @@ def install_packet_loop(sender: RTCRtpSender, run: PacketLoop, retransmit: Retra
     setattr(sender, "_retransmit", retransmit)
 
 
-RtpSend = Callable[[bytes], None]
+# pylibsrtp 1.0 (its cffi binding of the libsrtp 2.x it ships): the function the native send
+# path calls, and the srtp_t a Session holds
+_SRTP_PROTECT_TYPE = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
+_srtp_protect_address: int | None = None
 
 
-def direct_rtp_sender(transport: RTCDtlsTransport) -> RtpSend | None:
-    """A function that SRTP-protects an RTP packet and sends it on the nominated ICE pair at
-    once; None while the transport is not connected. Fetch it per frame: the pair may change."""
-    if transport._state != DtlsState.CONNECTED:
+def srtp_protect_address() -> int:
+    """The address of `srtp_protect` in pylibsrtp's libsrtp, 0 if its binding is not the one
+    the native path was written for (then RTP is sent in Python)."""
+    global _srtp_protect_address
+    if _srtp_protect_address is None:
+        _srtp_protect_address = 0
+        try:
+            from pylibsrtp._binding import ffi, lib
+
+            if ffi.typeof(lib.srtp_protect).cname == _SRTP_PROTECT_TYPE:
+                _srtp_protect_address = int(
+                    ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))
+                )
+        except (ImportError, AttributeError, TypeError):
+            logger.warning("pylibsrtp's binding changed: the native send path is off")
+    return _srtp_protect_address
+
+
+def srtp_context(session: Any) -> int:
+    """The srtp_t of a pylibsrtp Session, for the native send path; 0 if unknown."""
+    from pylibsrtp._binding import ffi
+
+    handle = getattr(session, "_srtp", None)
+    return int(ffi.cast("uintptr_t", handle[0])) if handle is not None else 0
+
+
+RouteParts = tuple[
+    Callable[[bytes], bytes], Callable[[bytes, tuple[str, int]], object], tuple[str, int], int, int
+]
+
+
+def nominated_pair(transport: Any) -> Any:
+    """The ICE pair a DTLS transport sends on now; None while it is not connected. Cheap: a
+    sender checks per pass that the route it made for this pair still holds."""
+    if transport._state is not DtlsState.CONNECTED:
         return None
-    pair = transport.transport._connection._nominated.get(1)
-    if pair is None:
-        return None
-    protect = transport._tx_srtp.protect
-    sendto = pair.protocol.transport.sendto
-    address = pair.remote_addr
+    return transport.transport._connection._nominated.get(1)
 
-    def send(packet: bytes) -> None:
-        sendto(protect(packet), address)
 
-    return send
+def srtp_route(transport: Any, pair: Any) -> RouteParts:
+    """How to send RTP on a DTLS transport's nominated `pair`, without aiortc's four
+    coroutine layers (DTLS transport, ICE transport, aioice connection, STUN protocol) it
+    awaits per packet: the SRTP protect function, the pair's `sendto` and remote address, the
+    SRTP context's address, and the socket descriptor when the pair is on the process's media
+    socket (-1 otherwise)."""
+    session = transport._tx_srtp
+    sending = pair.protocol.transport
+    fd = getattr(sending, "media_fd", -1)  # relay/rtc/udpmux.py MuxTransport
+    return session.protect, sending.sendto, pair.remote_addr, srtp_context(session), fd
 
 
 def report_rtt(sender: RTCRtpSender, lsr: int, dlsr: int) -> float | None:

@@ -1,11 +1,23 @@
-"""The packet loop that sends one classroom's down track as RTP, in place of aiortc's.
+"""How a classroom's down tracks leave as RTP: one fan-out pass per loop turn, no task per frame.
 
-aiortc's sender loop spends, per packet and per classroom, an RtpPacket object, header
-extension encoding, a clock read and serialization (about 45 µs a packet measured in the
-bench). Here the frame is cut into payload pieces once per upstream frame for every classroom
-(`Frame.chunks`), header extensions are encoded once per frame, and each packet is one
-struct.pack plus the SRTP and socket work that cannot be shared. NACKs are answered from this
-loop's own history of the last 128 packets, as aiortc does (rtp.py RTP_HISTORY_SIZE).
+aiortc runs a task per sender that awaits the track's next frame, builds an RtpPacket object
+per packet, and awaits four coroutine layers per packet to send it (about 45 µs a packet
+measured in the bench); the relay's first packet loop kept the task per classroom and track,
+woken per frame. Now:
+
+- a down track that queues a frame wakes the process's `SendPass` (once per event-loop turn,
+  however many classrooms took frames in it);
+- the pass drains every woken track's queue: per frame and classroom one 12-byte header
+  (`struct.pack`), the extension block from a template, and one job for `relay.rtc.rtpsend`;
+- `rtpsend.Batch.send` writes, SRTP-protects and sends all the pass's packets, natively with
+  sendmmsg(2) on the one media socket, or in Python.
+
+Payload pieces are cut once per upstream frame for every classroom (`Frame.chunks`). NACKs are
+answered from each loop's own history of its last 128 packets, as aiortc does (rtp.py
+RTP_HISTORY_SIZE); the history keeps one record per frame, not an object per packet.
+The bounded per-classroom queue stays (relay/core/forwarder.py): a classroom whose transport
+cannot take frames (not connected, being replaced) overflows it and restarts at a keyframe,
+while the others are served by the same pass.
 """
 
 from __future__ import annotations
@@ -14,22 +26,19 @@ import asyncio
 import logging
 import random
 import struct
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
-from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from monitoring import metrics
-from relay.core.codecs import vp8_descriptor
+from relay.core.codecs import VP8_DESCRIPTOR_SIZE
 from relay.core.forwarder import OutFrame
+from relay.rtc import hooks, rtpsend
 from relay.rtc.downtrack import DownTrack
-from relay.rtc.hooks import (
-    SenderInternals,
-    direct_rtp_sender,
-    install_packet_loop,
-    sender_ssrcs,
-)
+from relay.rtc.hooks import ExtensionBlock, SenderInternals
+from relay.rtc.rtpsend import Batch, Route, plain_packet, route_of
 
 logger = logging.getLogger(__name__)
 
@@ -48,32 +57,31 @@ MAX_RESENDS = 3
 RTX_SHARE = 0.3
 # Unspent retransmission allowance kept, in bytes: enough for a burst of losses in a keyframe.
 RTX_BURST = 30_000
+# Sender reports are fed at most this often (in NTP units: a quarter second); aiortc sends one
+# about every second, and feeding it per frame per classroom was a tenth of the send path.
+ACCOUNT_EVERY = 1 << 30
 _HEADER = struct.Struct("!BBHLL")  # RFC 3550 §5.1 fixed header: V/P/X/CC, M/PT, seq, ts, SSRC
 
 
-class _Sent:
-    """One sent packet, kept to answer a NACK."""
+class _SentFrame:
+    """One frame as sent to one classroom, kept to answer NACKs for any of its packets."""
 
-    __slots__ = (
-        "extensions",
-        "marker",
-        "payload",
-        "resends",
-        "resent_at",
-        "sequence_number",
-        "timestamp",
-    )
+    __slots__ = ("chunks", "extensions", "first", "header", "picture_id", "resends")
 
     def __init__(
-        self, sequence_number: int, timestamp: int, marker: int, extensions: bytes, payload: bytes
+        self, header: bytes, extensions: bytes, chunks: tuple[bytes, ...], picture_id: int
     ) -> None:
-        self.sequence_number = sequence_number
-        self.timestamp = timestamp
-        self.marker = marker
+        self.header = header  # that of the first packet
+        self.first = header[2] << 8 | header[3]
         self.extensions = extensions
-        self.payload = payload
-        self.resent_at = -1.0
-        self.resends = 0
+        self.chunks = chunks
+        self.picture_id = picture_id
+        self.resends: dict[int, tuple[float, int]] = {}  # index -> (last resent at, copies)
+
+    def index_of(self, sequence_number: int) -> int | None:
+        """Which piece of the frame carried this sequence number, if any."""
+        index = (sequence_number - self.first) & 0xFFFF
+        return index if index < len(self.chunks) else None
 
 
 class SendCounters:
@@ -106,7 +114,8 @@ class SendCounters:
 
 
 class PacketLoop:
-    """Sends a DownTrack's frames through one RTCRtpSender's transport."""
+    """Sends a DownTrack's frames through one RTCRtpSender's transport, drained by the
+    process's `SendPass` when the track queues frames."""
 
     def __init__(
         self,
@@ -118,12 +127,12 @@ class PacketLoop:
     ) -> None:
         self._track = track
         self._clock = clock
-        self._ssrc, self._rtx_ssrc = sender_ssrcs(sender)
+        self._ssrc, self._rtx_ssrc = hooks.sender_ssrcs(sender)
         self._video = track.kind == "video"
         self._on_first_frame = on_first_frame
         self._sender = sender
         self._counters = counters
-        self._history: list[_Sent | None] = [None] * HISTORY_SIZE
+        self._history: list[_SentFrame | None] = [None] * HISTORY_SIZE
         # random starting points, as RFC 3550 §5.1 asks; the 15-bit sequence start follows
         # aiortc, which avoids an early wraparound that breaks SRTP decryption in Chrome
         self._sequence = random.getrandbits(15)
@@ -133,95 +142,201 @@ class PacketLoop:
         self._rtx_payload_type: int | None = None
         self._resend_floor: int | None = None  # first packet of the last keyframe sent
         self._payload_type = 0
-        install_packet_loop(sender, self.run, self.retransmit)
+        self._vp8 = False
+        self._timestamp = 0  # of the last frame sent
+        self._internals: SenderInternals | None = None  # set while the sender runs
+        self._route: Route | None = None
+        # what sender reports still have to count: aiortc reads it about once a second
+        self._unaccounted = [0, 0]  # packets, payload octets
+        self._accounted_at = 0  # NTP time
+        self._extensions: ExtensionBlock | None = None
+        self._pass = SendPass.of(asyncio.get_running_loop())
+        track.on_queued = self._woken
+        hooks.install_packet_loop(sender, self.run, self.retransmit)
 
     async def run(self, internals: SenderInternals, codec: Any) -> None:
-        """The sender's RTP task: frames in, packets out, until the sender stops."""
+        """The sender's RTP task: it only marks the sender running until stop() cancels it;
+        frames leave through the pass, with no wake-up of this task per frame."""
         internals.started()
         self._rtx_payload_type = internals.rtx_payload_type
         self._payload_type = codec.payloadType
-        vp8 = codec.mimeType.lower() == "video/vp8"
+        self._vp8 = codec.mimeType.lower() == "video/vp8"
+        self._extensions = internals.extensions()
+        self._internals = internals
         try:
-            while True:
-                frame = await self._track.next_frame()
-                self._send_frame(internals, frame, codec.payloadType, vp8)
-        except (asyncio.CancelledError, ConnectionError, MediaStreamError):
+            self._track.begin()  # the classroom is connected: start from a keyframe
+            await asyncio.get_running_loop().create_future()  # until cancelled
+        except asyncio.CancelledError:
             pass
-        except Exception:
-            logger.exception("packet loop of %s track failed", self._track.kind)
         finally:
+            self._internals = None
             internals.exited()
 
-    def _send_frame(
-        self, internals: SenderInternals, frame: OutFrame, payload_type: int, vp8: bool
-    ) -> None:
-        """Packetize one frame and send it; the marker bit closes the frame."""
-        timestamp = (self._origin + frame.timestamp) & 0xFFFFFFFF
-        extensions = internals.extension_block()
-        first_byte = 0x90 if extensions else 0x80
-        chunks = frame.chunks or (frame.data,)
-        last = len(chunks) - 1
-        ssrc = self._ssrc
-        send = direct_rtp_sender(self._sender.transport)
-        if send is None:
-            raise ConnectionError("classroom transport not connected")
-        octets = wire = 0
-        if frame.keyframe and vp8:
-            self._resend_floor = self._sequence  # what came before it is no longer needed
-        for index, chunk in enumerate(chunks):
-            payload = vp8_descriptor(index == 0, self._picture_id) + chunk if vp8 else chunk
-            marker = int(index == last)
-            sequence = self._sequence
-            header = _HEADER.pack(first_byte, marker << 7 | payload_type, sequence, timestamp, ssrc)
-            self._history[sequence % HISTORY_SIZE] = _Sent(
-                sequence, timestamp, marker, extensions, payload
-            )
-            self._sequence = (sequence + 1) & 0xFFFF
-            octets += len(payload)
-            packet = header + extensions + payload
-            wire += len(packet) + WIRE_OVERHEAD
-            send(packet)
-        if vp8:
-            self._picture_id = (self._picture_id + 1) & 0x7FFF
-        internals.account(len(chunks), octets, timestamp)
-        self._counters.sent_media(len(chunks), wire)
-        metrics.count_forwarded(self._video, len(chunks), wire)
+    def reroute(self) -> None:
+        """Look the route up afresh at the next pass (its transport was changed under it)."""
+        self._route = None
+
+    def _woken(self) -> None:
+        """The track queued a frame: be drained in this loop turn's pass."""
+        if self._internals is not None:
+            self._pass.wake(self)
+
+    def drain(self, batch: Batch, ntp_time: int, abs_send_time: int) -> None:
+        """Send every queued frame into `batch`. A transport not connected now keeps them
+        queued: its bounded queue overflows and restarts at a keyframe."""
+        internals, extensions = self._internals, self._extensions
+        if internals is None or extensions is None:
+            return
+        route = self._route = route_of(self._sender.transport, self._route)
+        if route is None:
+            return
+        block = extensions(abs_send_time)
+        pop = self._track.forwarder.pop
+        packets = wire = 0
+        while (frame := pop()) is not None:
+            count, size = self._send_frame(batch, route, frame, block)
+            packets, wire = packets + count, wire + size
+        if not packets:
+            return
+        self._counters.sent_media(packets, wire)
+        self._pass.forwarded(self._video, packets, wire)
+        if ntp_time - self._accounted_at >= ACCOUNT_EVERY:
+            count, octets = self._unaccounted
+            internals.account(count, octets, self._timestamp, ntp_time)
+            self._unaccounted, self._accounted_at = [0, 0], ntp_time
         if self._on_first_frame is not None:
             self._on_first_frame()
             self._on_first_frame = None
 
+    def _send_frame(
+        self, batch: Batch, route: Route, frame: OutFrame, extensions: bytes
+    ) -> tuple[int, int]:
+        """One frame as one job: its pieces are numbered on from the header's sequence number,
+        and the marker bit closes the frame. Returns its packets and bytes on the wire."""
+        timestamp = self._timestamp = (self._origin + frame.timestamp) & 0xFFFFFFFF
+        chunks = frame.chunks or (frame.data,)
+        count = len(chunks)
+        sequence = self._sequence
+        first_byte = 0x90 if extensions else 0x80
+        header = _HEADER.pack(first_byte, self._payload_type, sequence, timestamp, self._ssrc)
+        vp8 = self._vp8
+        picture_id = self._picture_id if vp8 else -1
+        if vp8:
+            self._picture_id = (self._picture_id + 1) & 0x7FFF
+            if frame.keyframe:
+                self._resend_floor = sequence  # what came before it is no longer needed
+        batch.add(route, header, extensions, chunks, picture_id)
+        sent = _SentFrame(header, extensions, chunks, picture_id)
+        history = self._history
+        for offset in range(count):
+            history[(sequence + offset) % HISTORY_SIZE] = sent
+        self._sequence = (sequence + count) & 0xFFFF
+        octets = len(frame.data) + VP8_DESCRIPTOR_SIZE * count * vp8
+        unaccounted = self._unaccounted
+        unaccounted[0] += count
+        unaccounted[1] += octets
+        return count, octets + count * (_HEADER.size + len(extensions) + WIRE_OVERHEAD)
+
     async def retransmit(self, sequence_number: int) -> None:
         """Answer a classroom's NACK from our history, as RTX when negotiated (RFC 4588)."""
         sent = self._history[sequence_number % HISTORY_SIZE]
-        if sent is None or sent.sequence_number != sequence_number:
+        index = None if sent is None else sent.index_of(sequence_number)
+        if sent is None or index is None:
             return
         floor = self._resend_floor
         if floor is not None and (sequence_number - floor) & 0xFFFF >= 0x8000:
             return  # before the last keyframe: the classroom's decoder no longer needs it
         now = self._clock()
+        resent_at, copies = sent.resends.get(index, (-1.0, 0))
         limit = 1 if self._counters.congested else MAX_RESENDS
-        if now - sent.resent_at < RESEND_INTERVAL or sent.resends >= limit:
+        if now - resent_at < RESEND_INTERVAL or copies >= limit:
             return  # receivers repeat every NACK still open; one copy per interval is enough
-        send = direct_rtp_sender(self._sender.transport)
+        route = self._route = route_of(self._sender.transport, self._route)
+        packet = plain_packet(sent.header, sent.extensions, sent.chunks, sent.picture_id, index)
         rtx = self._rtx_payload_type is not None
-        wire = len(sent.extensions) + len(sent.payload) + _HEADER.size + 2 * rtx + WIRE_OVERHEAD
-        if send is None or not self._counters.spend_on_resend(wire):
+        wire = len(packet) + 2 * rtx + WIRE_OVERHEAD
+        if route is None or not self._counters.spend_on_resend(wire):
             return  # the classroom left meanwhile, or the link has no room for more copies
-        sent.resent_at, sent.resends = now, sent.resends + 1
-        first_byte = 0x90 if sent.extensions else 0x80
-        if self._rtx_payload_type is None:
-            payload_type, sequence, ssrc = self._payload_type, sequence_number, self._ssrc
-            payload = sent.payload
-        else:
-            payload_type, sequence, ssrc = (
-                self._rtx_payload_type,
-                self._rtx_sequence,
-                self._rtx_ssrc,
-            )
-            self._rtx_sequence = (self._rtx_sequence + 1) & 0xFFFF
-            payload = struct.pack("!H", sequence_number) + sent.payload
-        header = _HEADER.pack(
-            first_byte, sent.marker << 7 | payload_type, sequence, sent.timestamp, ssrc
-        )
-        send(header + sent.extensions + payload)
+        sent.resends[index] = (now, copies + 1)
+        if self._rtx_payload_type is not None:
+            packet = self._as_rtx(packet, sent.extensions, self._rtx_payload_type)
+        try:
+            route.sendto(route.protect(packet), (route.host, route.port))
+        except OSError:
+            return
         metrics.count_retransmission()
+
+    def _as_rtx(self, packet: bytes, extensions: bytes, payload_type: int) -> bytes:
+        """The packet as RTX (RFC 4588 §4): RTX payload type, sequence number and SSRC, the
+        original sequence number before the original payload."""
+        sequence = self._rtx_sequence
+        self._rtx_sequence = (sequence + 1) & 0xFFFF
+        timestamp = int.from_bytes(packet[4:8], "big")
+        marked = packet[1] & 0x80 | payload_type
+        header = _HEADER.pack(packet[0], marked, sequence, timestamp, self._rtx_ssrc)
+        payload = packet[_HEADER.size + len(extensions) :]
+        return header + extensions + packet[2:4] + payload
+
+
+class SendPass:
+    """Drains every woken packet loop once per event-loop turn and sends their packets in one
+    batch: the fan-out of a frame to all its classrooms is one loop, with no per-classroom
+    task wake-up. One per event loop."""
+
+    _passes: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SendPass]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._woken: dict[PacketLoop, None] = {}  # insertion-ordered set
+        self._scheduled = False
+        self._packets = [0, 0]  # forwarded in this pass: audio, video
+        self._wire = [0, 0]
+        self.passes = 0
+        self.sent = {"native": 0, "python": 0}  # datagrams by send path, since the start
+        self.failed = 0  # datagrams the socket refused, since the start
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> SendPass:
+        """The loop's pass."""
+        found = cls._passes.get(loop)
+        if found is None:
+            found = cls._passes[loop] = SendPass(loop)
+        return found
+
+    def wake(self, packet_loop: PacketLoop) -> None:
+        """Drain `packet_loop` in this turn's pass."""
+        self._woken[packet_loop] = None
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.run)
+
+    def forwarded(self, video: bool, packets: int, wire: int) -> None:
+        """Count one frame sent to one classroom; metered once per pass."""
+        self._packets[video] += packets
+        self._wire[video] += wire
+
+    def run(self) -> None:
+        """The pass: every woken loop's frames into one batch, then one send."""
+        woken, self._woken = self._woken, {}
+        self._scheduled = False
+        self.passes += 1
+        ntp = hooks.ntp_time()
+        abs_send_time = hooks.abs_send_time(ntp)
+        batch = Batch(rtpsend.NATIVE)  # read per pass: tests switch paths at run time
+        for packet_loop in woken:
+            try:
+                packet_loop.drain(batch, ntp, abs_send_time)
+            except Exception:  # one classroom's bug must not cost the others their frame
+                logger.exception("sending to one classroom failed")
+        native, python, failed = batch.send()
+        self.sent["native"] += native
+        self.sent["python"] += python
+        if failed:
+            self.failed += failed
+            metrics.count_send_failures(failed)
+        for video in (False, True):
+            if self._packets[video]:
+                metrics.count_forwarded(video, self._packets[video], self._wire[video])
+        self._packets, self._wire = [0, 0], [0, 0]

@@ -245,6 +245,7 @@ class PlaySession(Session):
     ) -> None:
         super().__init__(room, session_id, name, on_dead, sockets)
         self.tracks: dict[SlotKey, DownTrack] = {}
+        self.loops: dict[SlotKey, PacketLoop] = {}
         self.counters = SendCounters()
         self.rate: ClassroomRate | None = None
         self.created = self._clock()
@@ -269,7 +270,8 @@ class PlaySession(Session):
             transceiver.setCodecPreferences(codec_preferences(slot.kind))
             hooks.on_keyframe_request(transceiver.sender, track.picture_lost)
             first = self._joined if slot.kind == "video" else None
-            PacketLoop(track, transceiver.sender, self.counters, self._clock, first)
+            loop = PacketLoop(track, transceiver.sender, self.counters, self._clock, first)
+            self.loops[slot] = loop
             self.tracks[slot] = track
             senders[slot] = transceiver.sender
         self.rate = ClassroomRate(self.tracks, senders, self.counters, renditions, cap, AbrParams())

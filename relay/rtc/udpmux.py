@@ -55,6 +55,8 @@ class MuxTransport(asyncio.DatagramTransport):
         self._closing = False
         # the shared socket's own bound method: the media path pays no extra call
         self.sendto: Callable[..., None] = mux.raw_sendto()
+        # its descriptor, for the native batch send path (relay/rtc/rtpsend.py)
+        self.media_fd = mux.fd
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._sockname if name == "sockname" else default
@@ -115,6 +117,12 @@ class UdpMux(asyncio.DatagramProtocol):
         """The socket's own `sendto` (bound method), for protocols made while it is open."""
         assert self._transport is not None, "the media socket is not open"
         return self._transport.sendto
+
+    @property
+    def fd(self) -> int:
+        """The socket's file descriptor; -1 when closed."""
+        sock = None if self._transport is None else self._transport.get_extra_info("socket")
+        return -1 if sock is None else int(sock.fileno())
 
     @property
     def connections(self) -> int:

@@ -12,8 +12,8 @@ import pytest
 from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
 
 from monitoring.metrics import REGISTRY
-from relay.core.forwarder import OutFrame
 from relay.rtc.downtrack import DownTrack
+from relay.rtc.sender import PacketLoop
 from relay.rtc.session import PlaySession
 from tests.conftest import RelayUnderTest, open_fds, settled
 from tests.media import TAG_CAMERA, CounterVideoTrack, ToneAudioTrack
@@ -54,7 +54,8 @@ def retransmitted() -> float:
 def lossy(session: PlaySession, loss: float, seed: int = 7) -> list[int]:
     """Drop a share of the relay's video RTP towards one classroom at its UDP socket (audio,
     RTCP, STUN and DTLS pass: Opus is never resent); returns a counter. The classroom's own
-    socket, so no other link is touched."""
+    transport on the media socket, so no other link is touched; its packets take the Python
+    send path then (tests/rtc/test_rtpsend.py holds it to the native one)."""
     ice = session.pc.getTransceivers()[0].sender.transport.transport
     udp = ice._connection._nominated[1].protocol.transport
     sendto = udp.sendto
@@ -71,6 +72,10 @@ def lossy(session: PlaySession, loss: float, seed: int = 7) -> list[int]:
         sendto(data, address)
 
     setattr(udp, "sendto", maybe_sendto)  # noqa: B010 (fault injection on one link)
+    # off the native batch path, whose packets never pass through `sendto`
+    setattr(udp, "media_fd", -1)  # noqa: B010
+    for packet_loop in session.loops.values():
+        packet_loop.reroute()
     return dropped
 
 
@@ -132,15 +137,11 @@ def overflow_drops() -> float:
     return REGISTRY.get_sample_value("ketang_dropped_frames_total", {"reason": "overflow"}) or 0.0
 
 
-def throttled(track: DownTrack, delay: float) -> None:
-    """Make one classroom's sender take `delay` per frame, as a starved sender task would."""
-    next_frame = track.next_frame
-
-    async def slow_next_frame() -> OutFrame:
-        await asyncio.sleep(delay)
-        return await next_frame()
-
-    setattr(track, "next_frame", slow_next_frame)  # noqa: B010 (fault injection on one link)
+def stalled(packet_loop: PacketLoop) -> Callable[[], None]:
+    """Make one classroom's transport take no frames, as one not connected cannot; returns
+    the function that lets it take them again."""
+    setattr(packet_loop, "drain", lambda *args: None)  # noqa: B010 (fault injection on one link)
+    return lambda: delattr(packet_loop, "drain")
 
 
 @pytest.mark.timeout(60)
@@ -157,8 +158,7 @@ async def test_a_slow_classroom_drops_its_own_backlog_and_never_slows_the_others
         assert room is not None
         slow_session = room.players[slow.location.rsplit("/", 1)[1]]
         overflows = overflow_drops()
-        for track in slow_session.tracks.values():
-            throttled(track, delay=0.1)  # 10 frames/s: far below the stream
+        resumes = [stalled(packet_loop) for packet_loop in slow_session.loops.values()]
         await asyncio.sleep(4.0)
         assert overflow_drops() > overflows  # the backlog was dropped, not kept
         now = asyncio.get_running_loop().time()
@@ -169,6 +169,10 @@ async def test_a_slow_classroom_drops_its_own_backlog_and_never_slows_the_others
         # the slow classroom's queues stay bounded instead of growing without end
         assert len(video.forwarder) <= relay.config.media.video_queue_frames
         assert len(audio.forwarder) <= relay.config.media.audio_queue_packets
+        # and once it takes frames again it plays on, from a keyframe
+        for resume in resumes:
+            resume()
+        await slow.wait_frames(0, 30, TAG_CAMERA)
     finally:
         await fast.close()
         await slow.close()
