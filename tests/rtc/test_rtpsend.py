@@ -28,6 +28,10 @@ def receiver() -> Iterator[socket.socket]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(2.0)
+    try:  # a pass of 300 packets must fit: SO_RCVBUFFORCE where allowed (root)
+        sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     yield sock
     sock.close()
 
@@ -63,19 +67,23 @@ EXTENSIONS = bytes.fromhex("bede0002") + bytes((0x12, 0xAB, 0xCD, 0xEF, 0x20, 0x
 PIECES = (os.urandom(1296), os.urandom(1296), os.urandom(377))
 
 
-def lesson() -> list[tuple[bytes, bytes, tuple[bytes, ...], int]]:
-    """What one pass sends to one classroom: a VP8 frame in three pieces (its sequence
-    numbers wrap past 65535), an Opus frame, a one-piece VP8 frame without extensions."""
+Frames = list[tuple[bytes, bytes, tuple[bytes, ...], int]]
+
+
+def lesson() -> Frames:
+    """What one pass sends: a VP8 frame in three pieces (its sequence numbers wrap past
+    65535), an Opus frame, a one-piece VP8 frame without extensions, then keyframes of 40
+    pieces (more than one offload send each) for 7 classrooms (more than a native batch's
+    256 packet slots)."""
+    keyframe = (*PIECES[:2] * 20, os.urandom(5))
     return [
         (header(65534, 90_000, 0x1111, True, 96), EXTENSIONS, PIECES, 0x7FFF),
         (header(4000, 48_000, 0x2222, True, 111), EXTENSIONS, (os.urandom(120),), -1),
         (header(1, 93_000, 0x1111, False, 96), b"", (os.urandom(900),), 0),
-    ]
+    ] + [(header(100 * n, 96_000, 0x3000 + n, True, 96), EXTENSIONS, keyframe, n) for n in range(7)]
 
 
-def send(
-    batch: Batch, out: Route, frames: list[tuple[bytes, bytes, tuple[bytes, ...], int]]
-) -> tuple[int, int, int]:
+def send(batch: Batch, out: Route, frames: Frames) -> tuple[int, int, int]:
     for frame_header, extensions, chunks, picture_id in frames:
         batch.add(out, frame_header, extensions, chunks, picture_id)
     return batch.send()
@@ -92,10 +100,12 @@ def test_native_and_python_paths_send_byte_identical_packets(
     address = receiver.getsockname()
     frames = lesson()
     native_out, python_out = session(), session()  # same keys: same ciphertext, same index
-    assert send(Batch(rtpsend.NATIVE), route(native_out, sender, address), frames) == (5, 0, 0)
-    natively = receive(receiver, 5)
-    assert send(Batch(None), route(python_out, sender, address), frames) == (0, 5, 0)
-    in_python = receive(receiver, 5)
+    total = 5 + 7 * 41
+    natively_sent = send(Batch(rtpsend.NATIVE), route(native_out, sender, address), frames)
+    assert natively_sent == (total, 0, 0)
+    natively = receive(receiver, total)
+    assert send(Batch(None), route(python_out, sender, address), frames) == (0, total, 0)
+    in_python = receive(receiver, total)
     assert natively == in_python
     # and what they sent is the documented layout, under SRTP a classroom can open
     jobs: list[Job] = [(0, *address, h, e, c, p) for h, e, c, p in frames]
