@@ -23,6 +23,7 @@ while the others are served by the same pass.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import struct
@@ -60,6 +61,10 @@ RTX_BURST = 30_000
 # Sender reports are fed at most this often (in NTP units: a quarter second); aiortc sends one
 # about every second, and feeding it per frame per classroom was a tenth of the send path.
 ACCOUNT_EVERY = 1 << 30
+# A classroom's route (its nominated ICE pair, SRTP context) is looked up again at most this
+# often (NTP units: half a second), and at every NACK; aioice never renominates, and a closed
+# connection stops its loops, so only a pair that failed meanwhile is used a little longer.
+ROUTE_CHECK_EVERY = 1 << 31
 _HEADER = struct.Struct("!BBHLL")  # RFC 3550 §5.1 fixed header: V/P/X/CC, M/PT, seq, ts, SSRC
 
 
@@ -76,7 +81,8 @@ class _SentFrame:
         self.extensions = extensions
         self.chunks = chunks
         self.picture_id = picture_id
-        self.resends: dict[int, tuple[float, int]] = {}  # index -> (last resent at, copies)
+        # piece index -> (last resent at, copies); made at the first NACK, which most never get
+        self.resends: dict[int, tuple[float, int]] | None = None
 
     def index_of(self, sequence_number: int) -> int | None:
         """Which piece of the frame carried this sequence number, if any."""
@@ -145,13 +151,14 @@ class PacketLoop:
         self._vp8 = False
         self._timestamp = 0  # of the last frame sent
         self._internals: SenderInternals | None = None  # set while the sender runs
+        self._transport: Any = None  # the sender's DTLS transport, while it runs
         self._route: Route | None = None
+        self._routed_at = 0  # NTP time the route was last checked
         # what sender reports still have to count: aiortc reads it about once a second
         self._unaccounted = [0, 0]  # packets, payload octets
         self._accounted_at = 0  # NTP time
         self._extensions: ExtensionBlock | None = None
         self._pass = SendPass.of(asyncio.get_running_loop())
-        track.on_queued = self._woken
         hooks.install_packet_loop(sender, self.run, self.retransmit)
 
     async def run(self, internals: SenderInternals, codec: Any) -> None:
@@ -163,12 +170,16 @@ class PacketLoop:
         self._vp8 = codec.mimeType.lower() == "video/vp8"
         self._extensions = internals.extensions()
         self._internals = internals
+        self._transport = self._sender.transport
+        # a queued frame puts this loop in the turn's pass: no wake-up of this task per frame
+        self._track.on_queued = functools.partial(self._pass.wake, self)
         try:
             self._track.begin()  # the classroom is connected: start from a keyframe
             await asyncio.get_running_loop().create_future()  # until cancelled
         except asyncio.CancelledError:
             pass
         finally:
+            self._track.on_queued = None
             self._internals = None
             internals.exited()
 
@@ -176,20 +187,18 @@ class PacketLoop:
         """Look the route up afresh at the next pass (its transport was changed under it)."""
         self._route = None
 
-    def _woken(self) -> None:
-        """The track queued a frame: be drained in this loop turn's pass."""
-        if self._internals is not None:
-            self._pass.wake(self)
-
     def drain(self, batch: Batch, ntp_time: int, abs_send_time: int) -> None:
         """Send every queued frame into `batch`. A transport not connected now keeps them
         queued: its bounded queue overflows and restarts at a keyframe."""
         internals, extensions = self._internals, self._extensions
         if internals is None or extensions is None:
             return
-        route = self._route = route_of(self._sender.transport, self._route)
-        if route is None:
-            return
+        route = self._route
+        if route is None or ntp_time - self._routed_at >= ROUTE_CHECK_EVERY:
+            route = self._route = route_of(self._transport, route)
+            self._routed_at = ntp_time
+            if route is None:
+                return
         block = extensions(abs_send_time)
         pop = self._track.forwarder.pop
         packets = wire = 0
@@ -247,11 +256,14 @@ class PacketLoop:
         if floor is not None and (sequence_number - floor) & 0xFFFF >= 0x8000:
             return  # before the last keyframe: the classroom's decoder no longer needs it
         now = self._clock()
+        if sent.resends is None:
+            sent.resends = {}
         resent_at, copies = sent.resends.get(index, (-1.0, 0))
         limit = 1 if self._counters.congested else MAX_RESENDS
         if now - resent_at < RESEND_INTERVAL or copies >= limit:
             return  # receivers repeat every NACK still open; one copy per interval is enough
         route = self._route = route_of(self._sender.transport, self._route)
+        self._routed_at = hooks.ntp_time()
         packet = plain_packet(sent.header, sent.extensions, sent.chunks, sent.picture_id, index)
         rtx = self._rtx_payload_type is not None
         wire = len(packet) + 2 * rtx + WIRE_OVERHEAD
