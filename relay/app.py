@@ -28,8 +28,7 @@ from relay.library_api import LibraryApi
 from relay.middleware import cors_middleware, errors_middleware, same_origin
 from relay.pages import Pages
 from relay.registry import Registry
-from relay.rtc import rtpsend
-from relay.rtc.hooks import check_aiortc
+from relay.rtc import hooks, rtpsend
 from relay.rtc.udpmux import UdpMux
 from relay.runtime import Clock, EventListener, RoomServices
 from relay.sessions import EndedSessions
@@ -106,7 +105,8 @@ async def _every(interval: float, work: Callable[[float], None], clock: Clock) -
 def build_app(config: Config, secret: bytes) -> web.Application:
     """The relay's aiohttp application, every part of it and every route built here; call
     it with the event loop running (its clock is the loop's)."""
-    check_aiortc()
+    hooks.check_aiortc()
+    hooks.defer_bitrate_estimators()
     clock = asyncio.get_running_loop().time
     data_dir = config.storage.data_dir
     catalog = Catalog(LocalStore(data_dir / "library"))

@@ -81,6 +81,7 @@ class Session:
         self.id = session_id
         self.name = name
         self.pc = RTCPeerConnection(PC_CONFIG)
+        hooks.use_process_certificate(self.pc)
         self._sockets = sockets  # the process's one media socket; None: aioice's own
         self._clock = asyncio.get_running_loop().time
         self._on_dead = on_dead

@@ -60,3 +60,39 @@ def test_vp8_descriptor_matches_aiortc(first: bool, picture_id: int, expected: b
         partition_start=int(first), partition_id=0, picture_id=picture_id
     )
     assert vp8_descriptor(first, picture_id) == expected == bytes(reference)
+
+
+async def test_connections_share_the_process_certificate_and_its_openssl_context() -> None:
+    first, second = RTCPeerConnection(), RTCPeerConnection()
+    for pc in (first, second):
+        hooks.use_process_certificate(pc)
+        pc.addTransceiver("video", direction="sendonly")
+    offers = [await pc.createOffer() for pc in (first, second)]
+    fingerprints = [
+        line
+        for offer in offers
+        for line in offer.sdp.splitlines()
+        if "a=fingerprint:sha-256" in line
+    ]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    certificate = getattr(first, hooks._CERTIFICATES)[0]
+    profiles = aiortc.rtcdtlstransport.SRTP_PROFILES
+    assert certificate._create_ssl_context(profiles) is certificate._create_ssl_context(profiles)
+    await first.close()
+    await second.close()
+
+
+def test_a_deferred_estimator_reports_as_aiortcs_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aiortc.rtcrtpreceiver, "RemoteBitrateEstimator", hooks._REMOTE_ESTIMATOR)
+    hooks.defer_bitrate_estimators()
+    deferred: Any = getattr(aiortc.rtcrtpreceiver, "RemoteBitrateEstimator")()  # noqa: B009
+    assert deferred._real is None  # a send-only transceiver's receiver never pays for one
+    real = hooks._REMOTE_ESTIMATOR()
+    for n in range(400):  # 20 packets a frame of 1200 bytes, 30 frames a second, 262144 = 1 s
+        packet = {
+            "abs_send_time": (n // 20) * 262144 // 30 & 0xFFFFFF,
+            "arrival_time_ms": 1000 + (n // 20) * 33 + n % 20,
+            "payload_size": 1200,
+            "ssrc": 1234,
+        }
+        assert deferred.add(**packet) == real.add(**packet)
