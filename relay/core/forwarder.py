@@ -151,6 +151,12 @@ class Forwarder:
         """Next frame for the sender, oldest first."""
         return self._queue.popleft() if self._queue else None
 
+    def take(self) -> list[OutFrame]:
+        """Every queued frame, oldest first, leaving the queue empty."""
+        frames = list(self._queue)
+        self._queue.clear()
+        return frames
+
     def __len__(self) -> int:
         return len(self._queue)
 

@@ -14,21 +14,20 @@
  * job the address of its srtp_t. Both paths thus share one SRTP context per classroom, so
  * they produce the same bytes and can be switched at any packet.
  *
- * A job is a tuple (ctx, host, port, header, extensions, chunks, picture_id):
- *   ctx         int, the srtp_t of the classroom's sending context
- *   host, port  the classroom's address (IPv4 dotted quad; the media socket is IPv4)
- *   header      bytes, the 12-byte RTP header of the job's first packet, marker bit clear
- *   extensions  bytes, what follows the fixed header (X bit already set in `header`)
- *   chunks      tuple of bytes, one payload piece per packet
- *   picture_id  int, the VP8 PictureID (15 bits) to put a descriptor before each piece,
- *               or -1 for none (audio)
- * Packet i has sequence number header.seq + i (mod 2^16); the last one has the marker bit.
+ * A `Stream` is one classroom's RTP stream of one track: its SSRC, payload type, timestamp
+ * origin, next sequence number and VP8 PictureID, its extension block (only abs-send-time
+ * changes per pass), the last 128 packets for NACKs (`packet(sequence)`), and its route (SRTP
+ * context, IPv4 address, socket). `send_pass(protect, abs_send_time, [(stream, frames)])`
+ * sends every queued frame (OutFrame tuples) of every stream of one pass; `packets_of(frames,
+ * abs_send_time)` numbers frames the same way but returns the plain packets, for a route
+ * Python must send on (TURN). relay/rtc/rtpsend.py `PyStream` is the Python twin.
  *
- * Returns (sent, failed): datagrams the kernel took, and those it refused (a full socket
- * buffer drops the rest of the batch, as a router would) or that SRTP would not protect.
+ * send_pass returns (sent, failed): datagrams the kernel took, and those it refused (a full
+ * socket buffer drops the rest of the batch, as a router would) or SRTP would not protect.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -42,6 +41,7 @@
 #define MAX_TRAILER 144
 #define RTP_HEADER 12
 #define VP8_DESCRIPTOR 4
+#define WIRE_OVERHEAD 38  /* IPv4 + UDP headers and the SRTP tag (relay/rtc/sender.py) */
 #define GSO_SEGMENTS 32     /* datagrams per segmentation offload send (kernel: up to 64) */
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103     /* linux/udp.h, since Linux 4.18 */
@@ -163,43 +163,189 @@ static void close_run(const struct sockaddr_in *address)
         add_message(address, i, 1, 0);
 }
 
-/* Write, protect and place one packet in the open run. */
-static void put(protect_fn protect, void *ctx, const struct sockaddr_in *address,
-                const unsigned char *header, uint16_t sequence, int marker,
-                const char *extensions, Py_ssize_t extensions_size, long picture_id, int first,
-                const char *chunk, Py_ssize_t chunk_size)
+/* ---- streams: one classroom's RTP stream of one track ---- */
+
+#define HISTORY 128 /* packets kept to answer NACKs, as aiortc's sender keeps */
+
+typedef struct {
+    PyObject *chunks;       /* the frame's pieces; NULL: empty slot */
+    uint32_t timestamp;
+    uint32_t abs_send_time;
+    int32_t picture_id;     /* -1: no VP8 descriptor */
+    uint16_t sequence;
+    uint16_t index;         /* which piece */
+} sent_t;
+
+typedef struct {
+    PyObject_HEAD
+    unsigned int ssrc;
+    int payload_type;
+    unsigned int origin;    /* added to every frame's timestamp */
+    int vp8;
+    int sequence;           /* of the next packet */
+    int picture_id;         /* of the next VP8 frame */
+    int resend_floor;       /* first packet of the last keyframe sent; -1: none yet */
+    unsigned int timestamp; /* of the last frame sent */
+    long long packets;      /* media packets, payload octets and bytes on the wire, sent */
+    long long octets;
+    long long wire;
+    PyObject *before;       /* the extension block up to abs-send-time, or all of it */
+    PyObject *after;        /* what follows abs-send-time; None: not negotiated */
+    unsigned long long context; /* the route: srtp_t, address, socket */
+    struct sockaddr_in address;
+    int fd;
+    sent_t history[HISTORY];
+} Stream;
+
+/* One frame being sent: the OutFrame tuple (data, timestamp, chunks, keyframe), parsed. */
+typedef struct {
+    PyObject *chunks;       /* new reference */
+    Py_ssize_t count;
+    uint32_t timestamp;
+    int32_t picture_id;
+    uint16_t sequence;
+    Py_ssize_t size;        /* the frame's bytes */
+} frame_t;
+
+static Py_ssize_t extension_size(Stream *stream)
 {
-    Py_ssize_t size = RTP_HEADER + extensions_size + (picture_id >= 0 ? VP8_DESCRIPTOR : 0)
-                      + chunk_size;
-    if (size + MAX_TRAILER > SLOT) {
-        batch->failed += 1;
-        return;
-    }
-    if (batch->packets == PACKETS) {
-        close_run(address);
-        flush();
-    } else if (batch->packets - batch->group == GSO_SEGMENTS) {
-        close_run(address);
-    }
-    unsigned char *out = batch->data[batch->packets];
-    memcpy(out, header, RTP_HEADER);
-    if (marker)
-        out[1] |= 0x80;
+    Py_ssize_t size = PyBytes_GET_SIZE(stream->before);
+    return stream->after == Py_None ? size : size + 3 + PyBytes_GET_SIZE(stream->after);
+}
+
+/* Write piece `index` of a frame as plain RTP; returns its length, -1 if it does not fit. */
+static Py_ssize_t write_packet(Stream *stream, PyObject *chunks, Py_ssize_t index,
+                               uint16_t sequence, uint32_t timestamp, int32_t picture_id,
+                               uint32_t abs_send_time, unsigned char *out, Py_ssize_t room)
+{
+    PyObject *chunk = PyTuple_GET_ITEM(chunks, index);
+    Py_ssize_t chunk_size = PyBytes_GET_SIZE(chunk);
+    Py_ssize_t extensions = extension_size(stream);
+    Py_ssize_t size = RTP_HEADER + extensions + (picture_id >= 0 ? VP8_DESCRIPTOR : 0) + chunk_size;
+    if (size > room)
+        return -1;
+    int marker = index == PyTuple_GET_SIZE(chunks) - 1;
+    out[0] = extensions ? 0x90 : 0x80;
+    out[1] = (unsigned char)((marker ? 0x80 : 0) | (stream->payload_type & 0x7F));
     out[2] = (unsigned char)(sequence >> 8);
     out[3] = (unsigned char)(sequence & 0xFF);
+    out[4] = (unsigned char)(timestamp >> 24);
+    out[5] = (unsigned char)(timestamp >> 16);
+    out[6] = (unsigned char)(timestamp >> 8);
+    out[7] = (unsigned char)timestamp;
+    out[8] = (unsigned char)(stream->ssrc >> 24);
+    out[9] = (unsigned char)(stream->ssrc >> 16);
+    out[10] = (unsigned char)(stream->ssrc >> 8);
+    out[11] = (unsigned char)stream->ssrc;
     unsigned char *at = out + RTP_HEADER;
-    memcpy(at, extensions, (size_t)extensions_size);
-    at += extensions_size;
+    Py_ssize_t before = PyBytes_GET_SIZE(stream->before);
+    memcpy(at, PyBytes_AS_STRING(stream->before), (size_t)before);
+    at += before;
+    if (stream->after != Py_None) {
+        at[0] = (unsigned char)(abs_send_time >> 16);
+        at[1] = (unsigned char)(abs_send_time >> 8);
+        at[2] = (unsigned char)abs_send_time;
+        Py_ssize_t after = PyBytes_GET_SIZE(stream->after);
+        memcpy(at + 3, PyBytes_AS_STRING(stream->after), (size_t)after);
+        at += 3 + after;
+    }
     if (picture_id >= 0) { /* RFC 7741 §4.2: X=1, S on the first piece, I=1 with M=1 */
-        at[0] = first ? 0x90 : 0x80;
+        at[0] = index == 0 ? 0x90 : 0x80;
         at[1] = 0x80;
         at[2] = (unsigned char)(0x80 | ((picture_id >> 8) & 0x7F));
         at[3] = (unsigned char)(picture_id & 0xFF);
         at += VP8_DESCRIPTOR;
     }
-    memcpy(at, chunk, (size_t)chunk_size);
+    memcpy(at, PyBytes_AS_STRING(chunk), (size_t)chunk_size);
+    return size;
+}
+
+/* Parse a frame and move the stream's numbering past it. 0, or -1 with an exception. */
+static int frame_begin(Stream *stream, PyObject *item, frame_t *frame)
+{
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 4) {
+        PyErr_SetString(PyExc_TypeError, "a frame is (data, timestamp, chunks, keyframe)");
+        return -1;
+    }
+    PyObject *data = PyTuple_GET_ITEM(item, 0), *chunks = PyTuple_GET_ITEM(item, 2);
+    if (!PyBytes_Check(data) || !PyTuple_Check(chunks)) {
+        PyErr_SetString(PyExc_TypeError, "a frame's data is bytes and its chunks a tuple");
+        return -1;
+    }
+    unsigned long long timestamp = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(item, 1));
+    if (PyErr_Occurred())
+        return -1;
+    int keyframe = PyObject_IsTrue(PyTuple_GET_ITEM(item, 3));
+    if (keyframe < 0)
+        return -1;
+    if (PyTuple_GET_SIZE(chunks) == 0) {
+        chunks = PyTuple_Pack(1, data);
+        if (chunks == NULL)
+            return -1;
+    } else {
+        Py_INCREF(chunks);
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(chunks); i++) {
+        if (!PyBytes_Check(PyTuple_GET_ITEM(chunks, i))) {
+            Py_DECREF(chunks);
+            PyErr_SetString(PyExc_TypeError, "chunks must be bytes");
+            return -1;
+        }
+    }
+    frame->chunks = chunks;
+    frame->count = PyTuple_GET_SIZE(chunks);
+    frame->size = PyBytes_GET_SIZE(data);
+    frame->timestamp = (uint32_t)(stream->origin + timestamp);
+    frame->sequence = (uint16_t)stream->sequence;
+    frame->picture_id = stream->vp8 ? stream->picture_id : -1;
+    if (stream->vp8) {
+        if (keyframe)
+            stream->resend_floor = stream->sequence; /* before it is no longer needed */
+        stream->picture_id = (stream->picture_id + 1) & 0x7FFF;
+    }
+    stream->sequence = (stream->sequence + (int)frame->count) & 0xFFFF;
+    stream->timestamp = frame->timestamp;
+    return 0;
+}
+
+/* Keep the frame's packets for NACKs and count them; takes the frame's reference. */
+static void frame_end(Stream *stream, frame_t *frame, uint32_t abs_send_time)
+{
+    for (Py_ssize_t i = 0; i < frame->count; i++) {
+        uint16_t sequence = (uint16_t)(frame->sequence + i);
+        sent_t *slot = &stream->history[sequence % HISTORY];
+        Py_XDECREF(slot->chunks);
+        Py_INCREF(frame->chunks);
+        slot->chunks = frame->chunks;
+        slot->timestamp = frame->timestamp;
+        slot->abs_send_time = abs_send_time;
+        slot->picture_id = frame->picture_id;
+        slot->sequence = sequence;
+        slot->index = (uint16_t)i;
+    }
+    long long octets = frame->size + (frame->picture_id >= 0 ? VP8_DESCRIPTOR * frame->count : 0);
+    stream->packets += frame->count;
+    stream->octets += octets;
+    stream->wire += octets + frame->count * (RTP_HEADER + extension_size(stream) + WIRE_OVERHEAD);
+    Py_DECREF(frame->chunks);
+}
+
+/* Write, protect and place one packet in the open run. */
+static void put(protect_fn protect, Stream *stream, frame_t *frame, Py_ssize_t index,
+                uint32_t abs_send_time)
+{
+    if (batch->packets == PACKETS) {
+        close_run(&stream->address);
+        flush();
+    } else if (batch->packets - batch->group == GSO_SEGMENTS) {
+        close_run(&stream->address);
+    }
+    unsigned char *out = batch->data[batch->packets];
+    Py_ssize_t size = write_packet(stream, frame->chunks, index,
+                                   (uint16_t)(frame->sequence + index), frame->timestamp,
+                                   frame->picture_id, abs_send_time, out, SLOT - MAX_TRAILER);
     int length = (int)size;
-    if (protect(ctx, out, &length) != 0) {
+    if (size < 0 || protect((void *)(uintptr_t)stream->context, out, &length) != 0) {
         batch->failed += 1;
         return;
     }
@@ -208,84 +354,216 @@ static void put(protect_fn protect, void *ctx, const struct sockaddr_in *address
     batch->packets += 1;
 }
 
-/* One job: every piece of one frame for one classroom. 0 on success, -1 with an exception. */
-static int send_job(protect_fn protect, PyObject *job)
-{
-    unsigned long long ctx;
-    const char *host, *header, *extensions;
-    int port;
-    long picture_id;
-    Py_ssize_t header_size, extensions_size;
-    PyObject *chunks;
-    if (!PyTuple_Check(job)) {
-        PyErr_SetString(PyExc_TypeError, "a job is a tuple");
-        return -1;
-    }
-    if (!PyArg_ParseTuple(job, "Ksiy#y#O!l", &ctx, &host, &port, &header, &header_size,
-                          &extensions, &extensions_size, &PyTuple_Type, &chunks, &picture_id))
-        return -1;
-    if (header_size != RTP_HEADER || ctx == 0 || port <= 0 || port > 65535) {
-        PyErr_SetString(PyExc_ValueError, "a job needs a 12-byte header, a context and a port");
-        return -1;
-    }
-    struct sockaddr_in address;
-    memset(&address, 0, sizeof(address));
-    address.sin_family = AF_INET;
-    address.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &address.sin_addr) != 1) {
-        PyErr_Format(PyExc_ValueError, "not an IPv4 address: %s", host);
-        return -1;
-    }
-    const unsigned char *fixed = (const unsigned char *)header;
-    uint16_t sequence = (uint16_t)(fixed[2] << 8 | fixed[3]);
-    Py_ssize_t pieces = PyTuple_GET_SIZE(chunks);
-    for (Py_ssize_t i = 0; i < pieces; i++) {
-        PyObject *chunk = PyTuple_GET_ITEM(chunks, i);
-        if (!PyBytes_Check(chunk)) {
-            PyErr_SetString(PyExc_TypeError, "chunks must be bytes");
-            return -1;
-        }
-        put(protect, (void *)(uintptr_t)ctx, &address, fixed, (uint16_t)(sequence + i),
-            i == pieces - 1, extensions, extensions_size, picture_id, i == 0,
-            PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk));
-    }
-    close_run(&address);
-    return 0;
-}
+static PyTypeObject StreamType;
 
-static PyObject *rtpsend_send(PyObject *self, PyObject *args)
+/* send_pass(protect, abs_send_time, items) -> (sent, failed) */
+static PyObject *rtpsend_send_pass(PyObject *self, PyObject *args)
 {
-    int fd;
     unsigned long long protect_address;
-    PyObject *jobs;
-    if (!PyArg_ParseTuple(args, "iKO", &fd, &protect_address, &jobs))
+    unsigned int abs_send_time;
+    PyObject *items;
+    if (!PyArg_ParseTuple(args, "KIO!", &protect_address, &abs_send_time, &PyList_Type, &items))
         return NULL;
     if (protect_address == 0) {
         PyErr_SetString(PyExc_ValueError, "no srtp_protect given");
         return NULL;
     }
-    PyObject *sequence = PySequence_Fast(jobs, "jobs must be a sequence");
-    if (sequence == NULL)
-        return NULL;
     protect_fn protect = (protect_fn)(uintptr_t)protect_address;
+    abs_send_time &= 0xFFFFFF;
     batch->count = batch->packets = batch->group = 0;
     batch->sent = batch->failed = 0;
-    batch->fd = fd;
+    batch->fd = -1;
     int status = 0;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
-    for (Py_ssize_t i = 0; i < count && status == 0; i++)
-        status = send_job(protect, PySequence_Fast_GET_ITEM(sequence, i));
-    flush(); /* what was protected goes out even if a later job was malformed */
-    Py_DECREF(sequence);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items) && status == 0; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i), *frames;
+        Stream *stream;
+        if (!PyArg_ParseTuple(item, "O!O!", &StreamType, &stream, &PyList_Type, &frames)) {
+            status = -1;
+            break;
+        }
+        if (stream->context == 0 || stream->fd < 0) {
+            PyErr_SetString(PyExc_ValueError, "the stream has no native route");
+            status = -1;
+            break;
+        }
+        if (stream->fd != batch->fd) { /* sendmmsg takes one socket */
+            flush();
+            batch->fd = stream->fd;
+        }
+        for (Py_ssize_t f = 0; f < PyList_GET_SIZE(frames); f++) {
+            frame_t frame;
+            if (frame_begin(stream, PyList_GET_ITEM(frames, f), &frame) < 0) {
+                status = -1;
+                break;
+            }
+            for (Py_ssize_t piece = 0; piece < frame.count; piece++)
+                put(protect, stream, &frame, piece, abs_send_time);
+            close_run(&stream->address);
+            frame_end(stream, &frame, abs_send_time);
+        }
+    }
+    flush(); /* what was protected goes out even if a later item was malformed */
     if (status != 0)
         return NULL;
     return Py_BuildValue("ll", batch->sent, batch->failed);
 }
 
+static PyObject *stream_packets(Stream *stream, PyObject *args)
+{
+    PyObject *frames;
+    unsigned int abs_send_time;
+    if (!PyArg_ParseTuple(args, "O!I", &PyList_Type, &frames, &abs_send_time))
+        return NULL;
+    abs_send_time &= 0xFFFFFF;
+    PyObject *packets = PyList_New(0);
+    if (packets == NULL)
+        return NULL;
+    unsigned char buffer[SLOT];
+    for (Py_ssize_t f = 0; f < PyList_GET_SIZE(frames); f++) {
+        frame_t frame;
+        if (frame_begin(stream, PyList_GET_ITEM(frames, f), &frame) < 0)
+            goto failed;
+        for (Py_ssize_t piece = 0; piece < frame.count; piece++) {
+            Py_ssize_t size = write_packet(stream, frame.chunks, piece,
+                                           (uint16_t)(frame.sequence + piece), frame.timestamp,
+                                           frame.picture_id, abs_send_time, buffer, SLOT);
+            PyObject *packet = size < 0 ? NULL
+                                        : PyBytes_FromStringAndSize((char *)buffer, size);
+            if (packet == NULL || PyList_Append(packets, packet) < 0) {
+                if (size < 0)
+                    PyErr_SetString(PyExc_ValueError, "a piece is too long for a datagram");
+                Py_XDECREF(packet);
+                frame_end(stream, &frame, abs_send_time);
+                goto failed;
+            }
+            Py_DECREF(packet);
+        }
+        frame_end(stream, &frame, abs_send_time);
+    }
+    return packets;
+failed:
+    Py_DECREF(packets);
+    return NULL;
+}
+
+static PyObject *stream_packet(Stream *stream, PyObject *arg)
+{
+    long sequence = PyLong_AsLong(arg);
+    if (sequence == -1 && PyErr_Occurred())
+        return NULL;
+    sent_t *slot = &stream->history[(uint16_t)sequence % HISTORY];
+    if (slot->chunks == NULL || slot->sequence != (uint16_t)sequence)
+        Py_RETURN_NONE;
+    unsigned char buffer[SLOT];
+    Py_ssize_t size = write_packet(stream, slot->chunks, slot->index, slot->sequence,
+                                   slot->timestamp, slot->picture_id, slot->abs_send_time,
+                                   buffer, SLOT);
+    if (size < 0)
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((char *)buffer, size);
+}
+
+static PyObject *stream_route(Stream *stream, PyObject *args)
+{
+    unsigned long long context;
+    const char *host;
+    int port, fd;
+    if (!PyArg_ParseTuple(args, "Ksii", &context, &host, &port, &fd))
+        return NULL;
+    struct sockaddr_in address;
+    memset(&address, 0, sizeof(address));
+    address.sin_family = AF_INET;
+    address.sin_port = htons((uint16_t)port);
+    if (port <= 0 || port > 65535 || inet_pton(AF_INET, host, &address.sin_addr) != 1) {
+        stream->context = 0; /* not IPv4: this stream goes out in Python */
+        stream->fd = -1;
+        Py_RETURN_FALSE;
+    }
+    stream->context = context;
+    stream->address = address;
+    stream->fd = fd;
+    if (context == 0 || fd < 0)
+        Py_RETURN_FALSE;
+    Py_RETURN_TRUE;
+}
+
+static int stream_init(Stream *stream, PyObject *args, PyObject *kwargs)
+{
+    static char *names[] = {"ssrc", "payload_type", "origin", "vp8", "sequence", "picture_id",
+                            "before", "after", NULL};
+    unsigned int ssrc, origin;
+    int payload_type, vp8, sequence, picture_id;
+    PyObject *before, *after;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "IiIpiiO!O", names, &ssrc, &payload_type,
+                                     &origin, &vp8, &sequence, &picture_id, &PyBytes_Type,
+                                     &before, &after))
+        return -1;
+    if (after != Py_None && !PyBytes_Check(after)) {
+        PyErr_SetString(PyExc_TypeError, "after is bytes or None");
+        return -1;
+    }
+    stream->ssrc = ssrc;
+    stream->payload_type = payload_type;
+    stream->origin = origin;
+    stream->vp8 = vp8;
+    stream->sequence = sequence & 0xFFFF;
+    stream->picture_id = picture_id & 0x7FFF;
+    stream->resend_floor = -1;
+    stream->fd = -1;
+    Py_INCREF(before);
+    Py_XSETREF(stream->before, before);
+    Py_INCREF(after);
+    Py_XSETREF(stream->after, after);
+    return 0;
+}
+
+static void stream_dealloc(Stream *stream)
+{
+    for (int i = 0; i < HISTORY; i++)
+        Py_XDECREF(stream->history[i].chunks);
+    Py_XDECREF(stream->before);
+    Py_XDECREF(stream->after);
+    Py_TYPE(stream)->tp_free((PyObject *)stream);
+}
+
+static PyMemberDef stream_members[] = {
+    {"sequence", T_INT, offsetof(Stream, sequence), READONLY, "sequence number of the next packet"},
+    {"picture_id", T_INT, offsetof(Stream, picture_id), READONLY, "PictureID of the next VP8 frame"},
+    {"resend_floor", T_INT, offsetof(Stream, resend_floor), READONLY,
+     "first packet of the last keyframe sent, -1 before one"},
+    {"timestamp", T_UINT, offsetof(Stream, timestamp), READONLY, "RTP timestamp of the last frame"},
+    {"packets", T_LONGLONG, offsetof(Stream, packets), READONLY, "media packets sent"},
+    {"octets", T_LONGLONG, offsetof(Stream, octets), READONLY, "payload octets sent"},
+    {"wire", T_LONGLONG, offsetof(Stream, wire), READONLY, "bytes sent on the wire (IP, UDP, SRTP)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef stream_methods[] = {
+    {"packets_of", (PyCFunction)stream_packets, METH_VARARGS,
+     "packets_of(frames, abs_send_time) -> list of plain RTP packets, numbered on"},
+    {"packet", (PyCFunction)stream_packet, METH_O,
+     "packet(sequence) -> the plain RTP packet sent with that number, or None"},
+    {"route", (PyCFunction)stream_route, METH_VARARGS,
+     "route(context, host, port, fd) -> whether send_pass can send this stream"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject StreamType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "relay.rtc._rtpsend.Stream",
+    .tp_doc = "One classroom's RTP stream of one track: numbering, NACK history, route.",
+    .tp_basicsize = sizeof(Stream),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)stream_init,
+    .tp_dealloc = (destructor)stream_dealloc,
+    .tp_members = stream_members,
+    .tp_methods = stream_methods,
+};
+
 static PyMethodDef methods[] = {
-    {"send", rtpsend_send, METH_VARARGS,
-     "send(fd, srtp_protect_address, jobs) -> (sent, failed): protect and sendmmsg every "
-     "packet of the jobs (see relay/rtc/rtpsend.py)."},
+    {"send_pass", rtpsend_send_pass, METH_VARARGS,
+     "send_pass(srtp_protect_address, abs_send_time, [(stream, frames), ...]) -> (sent, "
+     "failed): packetize, protect and sendmmsg every frame of every stream"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -300,5 +578,16 @@ PyMODINIT_FUNC PyInit__rtpsend(void)
     batch = PyMem_RawCalloc(1, sizeof(batch_t));
     if (batch == NULL)
         return PyErr_NoMemory();
-    return PyModule_Create(&module);
+    if (PyType_Ready(&StreamType) < 0)
+        return NULL;
+    PyObject *created = PyModule_Create(&module);
+    if (created == NULL)
+        return NULL;
+    Py_INCREF(&StreamType);
+    if (PyModule_AddObject(created, "Stream", (PyObject *)&StreamType) < 0) {
+        Py_DECREF(&StreamType);
+        Py_DECREF(created);
+        return NULL;
+    }
+    return created;
 }

@@ -431,6 +431,12 @@ class ExtensionBlock:
             raise AiortcChanged("abs-send-time is not 3 bytes in aiortc's extension block")
         self._before, self._after = low[:at], low[at + 3 :]
 
+    @property
+    def parts(self) -> tuple[bytes, bytes | None]:
+        """What comes before abs-send-time and after it (None: abs-send-time not negotiated,
+        the first part is the whole block)."""
+        return self._before, self._after
+
     def __call__(self, abs_send_time: int) -> bytes:
         """The block with this abs-send-time."""
         if self._after is None:

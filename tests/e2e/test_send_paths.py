@@ -32,20 +32,29 @@ async def test_classrooms_play_on_both_paths_and_across_a_switch(
     relay: RelayUnderTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     native = rtpsend.NATIVE
-    monkeypatch.setattr(rtpsend, "NATIVE", None)
     teacher = relay.token(ROOM, "teacher")
     publication = await whip_publish(
         relay.base, ROOM, teacher, "camera", CounterVideoTrack(tag=TAG_CAMERA), ToneAudioTrack()
     )
     token = relay.token(ROOM, "classroom")
-    classrooms = [await whep_play(relay.base, ROOM, token) for _ in range(2)]
+    sent = SendPass.of(asyncio.get_running_loop()).sent
+    on_native = await whep_play(relay.base, ROOM, token)
+    await plays(on_native)  # connected: its streams were made native
+    monkeypatch.setattr(rtpsend, "NATIVE", None)
+    in_python = await whep_play(relay.base, ROOM, token)  # its streams are Python twins
+    classrooms = [on_native, in_python]
     try:
-        sent = SendPass.of(asyncio.get_running_loop()).sent
-        for path in ("python", "native", "python"):
-            monkeypatch.setattr(rtpsend, "NATIVE", native if path == "native" else None)
-            before = dict(sent)
-            await asyncio.gather(*(plays(c) for c in classrooms))
-            assert sent[path] - before[path] >= 2 * (30 + 40)  # the path under test sent them
+        # the native streams now go out in Python too, numbered on by the same stream
+        before = dict(sent)
+        await asyncio.gather(*(plays(c) for c in classrooms))
+        assert sent["python"] - before["python"] >= 2 * (30 + 40)
+        assert sent["native"] == before["native"]
+        # and back on the native path, in the same SRTP contexts; the twins stay in Python
+        monkeypatch.setattr(rtpsend, "NATIVE", native)
+        before = dict(sent)
+        await asyncio.gather(*(plays(c) for c in classrooms))
+        assert sent["python"] - before["python"] >= 30 + 40
+        assert sent["native"] - before["native"] >= 30 + 40
         for classroom in classrooms:
             assert classroom.video[0].unreadable == 0
     finally:

@@ -4,7 +4,28 @@ from __future__ import annotations
 
 import pytest
 
+from relay.rtc.rtpsend import PyStream
 from relay.rtc.sender import RTX_BURST, RTX_SHARE, SendCounters
+
+
+class Sent(PyStream):
+    """A stream whose counters a test sets."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ssrc=1,
+            payload_type=96,
+            origin=0,
+            vp8=False,
+            sequence=0,
+            picture_id=0,
+            before=b"",
+            after=None,
+        )
+
+    def add(self, packets: int, wire: int) -> None:
+        self.packets += packets
+        self.wire += wire
 
 
 @pytest.mark.parametrize(
@@ -21,9 +42,10 @@ from relay.rtc.sender import RTX_BURST, RTX_SHARE, SendCounters
 def test_resends_are_capped_at_a_share_of_the_media_sent(
     media: list[int], resends: list[int], allowed: list[bool]
 ) -> None:
-    counters = SendCounters()
+    counters, stream = SendCounters(), Sent()
+    counters.watch(stream)
     for size in media:
-        counters.sent_media(1, size)
+        stream.add(1, size)
     assert [counters.spend_on_resend(size) for size in resends] == allowed
     sent = sum(size for size, ok in zip(resends, allowed, strict=True) if ok)
     assert counters.octets == sum(media) + sent
@@ -31,7 +53,9 @@ def test_resends_are_capped_at_a_share_of_the_media_sent(
 
 
 def test_unspent_allowance_is_capped_so_old_quiet_time_cannot_fund_a_storm() -> None:
-    counters = SendCounters()
+    counters, stream = SendCounters(), Sent()
+    counters.watch(stream)
     for _ in range(1000):
-        counters.sent_media(1, 1200)
+        stream.add(1, 1200)
+        assert counters.rtx_allowance <= RTX_BURST  # read between sends, as NACKs do
     assert counters.rtx_allowance == RTX_BURST < 1000 * 1200 * RTX_SHARE
