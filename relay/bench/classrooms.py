@@ -2,8 +2,10 @@
 
 A full classroom reassembles frames like any receiver (SRTP, jitter buffer, NACK, RTCP) but does
 not decode: the frame trailer gives its number and send time. A light one (relay/bench/light.py)
-only counts packets and frames from the clear RTP headers. The worker answers commands from the
-runner over a pipe: join N classrooms at once, report counters, leave.
+only counts packets and frames from the clear RTP headers; a worker of light classrooms keeps its
+first classroom full, a spot check that measures latency (the light ones cannot: the stamp is
+encrypted) among all the others. The worker answers commands from the runner over a pipe: join N
+classrooms at once, report counters, leave.
 """
 
 from __future__ import annotations
@@ -133,7 +135,9 @@ async def _serve(conn: Connection, plan: Plan, receiver: str) -> None:
     while True:
         command, arg = await loop.run_in_executor(None, conn.recv)
         if command == "join":
-            fresh = [Classroom(plan, poller) for _ in range(arg)]
+            # light workers keep one full classroom: the latency of every N comes from it
+            spot = poller is not None and not classrooms
+            fresh = [Classroom(plan, None if spot and i == 0 else poller) for i in range(arg)]
             await asyncio.gather(*(c.join(plan) for c in fresh))
             classrooms += fresh
             conn.send(len(classrooms))

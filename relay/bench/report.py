@@ -31,7 +31,8 @@ FIGURES = (
 # How each kind of classroom receives, for the table's heading.
 RECEIVERS = {
     "full": "full receivers (SRTP, jitter buffer, NACK; frames not decoded)",
-    "light": "light receivers (counted from clear RTP headers; no latency, no NACK)",
+    "light": "light receivers (counted from clear RTP headers, no NACK) and one full receiver per "
+    "worker, whose frame stamps give the latency",
 }
 
 
