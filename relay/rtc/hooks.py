@@ -404,9 +404,19 @@ class SenderInternals:
         profile, value = mapping.set(extensions)
         return struct.pack("!HH", profile, len(value) >> 2) + value if value else b""
 
-    def extensions(self) -> ExtensionBlock:
-        """The sender's extension block, encoded once (only abs-send-time changes)."""
-        return ExtensionBlock(self.extension_block)
+    def extension_parts(self) -> tuple[bytes, bytes | None]:
+        """The sender's extension block, encoded once: what comes before abs-send-time's 3
+        bytes and what follows them (None: abs-send-time not negotiated, the first part is the
+        whole block). Encoding through aiortc per frame per classroom cost more than the rest
+        of the frame's header."""
+        low, high = self.extension_block(0), self.extension_block(0xFFFFFF)
+        changed = [i for i, (a, b) in enumerate(zip(low, high, strict=True)) if a != b]
+        if not changed:
+            return low, None
+        at = changed[0]
+        if changed != [at, at + 1, at + 2]:
+            raise AiortcChanged("abs-send-time is not 3 bytes in aiortc's extension block")
+        return low[:at], low[at + 3 :]
 
     def account(self, packets: int, octets: int, rtp_timestamp: int, ntp_time: int) -> None:
         """Feed the sender reports aiortc's RTCP loop sends (RFC 3550 §6.4.1)."""
@@ -428,36 +438,6 @@ def ntp_time() -> int:
 def abs_send_time(ntp: int) -> int:
     """The 24-bit abs-send-time of an NTP timestamp (6.18 fixed-point seconds)."""
     return (ntp >> 14) & 0x00FFFFFF
-
-
-class ExtensionBlock:
-    """A sender's header extensions with only abs-send-time left to fill in: encoding them
-    through aiortc per frame per classroom cost more than the rest of the frame's header."""
-
-    __slots__ = ("_after", "_before")
-
-    def __init__(self, encode: Callable[[int], bytes]) -> None:
-        low, high = encode(0), encode(0xFFFFFF)
-        changed = [i for i, (a, b) in enumerate(zip(low, high, strict=True)) if a != b]
-        if not changed:  # abs-send-time not negotiated
-            self._before, self._after = low, None
-            return
-        at = changed[0]
-        if changed != [at, at + 1, at + 2]:
-            raise AiortcChanged("abs-send-time is not 3 bytes in aiortc's extension block")
-        self._before, self._after = low[:at], low[at + 3 :]
-
-    @property
-    def parts(self) -> tuple[bytes, bytes | None]:
-        """What comes before abs-send-time and after it (None: abs-send-time not negotiated,
-        the first part is the whole block)."""
-        return self._before, self._after
-
-    def __call__(self, abs_send_time: int) -> bytes:
-        """The block with this abs-send-time."""
-        if self._after is None:
-            return self._before
-        return self._before + abs_send_time.to_bytes(3, "big") + self._after
 
 
 PacketLoop = Callable[[SenderInternals, Any], Awaitable[None]]

@@ -243,5 +243,3 @@ class Batch:
                     failed += 1
         self._native, self._python = [], []
         return native, sent, failed
-
-

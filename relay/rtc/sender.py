@@ -162,7 +162,7 @@ class PacketLoop:
         frames leave through the pass, with no wake-up of this task per frame."""
         internals.started()
         self._rtx_payload_type = internals.rtx_payload_type
-        before, after = internals.extensions().parts
+        before, after = internals.extension_parts()
         self.stream = rtpsend.make_stream(
             rtpsend.NATIVE,
             ssrc=self._ssrc,
