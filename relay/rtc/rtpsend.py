@@ -75,22 +75,17 @@ def plain_packet(
 
 
 class Stream(Protocol):
-    """One classroom's RTP stream of one track, native or `PyStream`."""
+    """One classroom's RTP stream of one track, native or `PyStream`: its numbering (next
+    sequence number and VP8 PictureID, first packet of the last keyframe or -1, timestamp of
+    the last frame) and what it sent (media packets, payload octets, bytes on the wire)."""
 
-    @property
-    def sequence(self) -> int: ...
-    @property
-    def picture_id(self) -> int: ...
-    @property
-    def resend_floor(self) -> int: ...
-    @property
-    def timestamp(self) -> int: ...
-    @property
-    def packets(self) -> int: ...
-    @property
-    def octets(self) -> int: ...
-    @property
-    def wire(self) -> int: ...
+    sequence: int
+    picture_id: int
+    resend_floor: int
+    timestamp: int
+    packets: int
+    octets: int
+    wire: int
 
     def packets_of(self, frames: list[OutFrame], abs_send_time: int) -> list[bytes]: ...
     def packet(self, sequence: int) -> bytes | None: ...
