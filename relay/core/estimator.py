@@ -68,6 +68,11 @@ QUEUE_DELAY = 0.05
 TRY_QUEUE = 0.025
 # Seconds over which the lowest RTT is the path's base RTT (a minimum filter, as BBR keeps).
 BASE_RTT_WINDOW = 30.0
+# Seconds over which the relay's own event-loop lag is discounted from the queueing delay. A
+# receiver report processed late by a busy relay reads as RTT, and packets sent late and in a
+# burst read as a delay trend to the classroom's REMB estimator: with 50 classrooms on a
+# loopback relay both moved every classroom down together. The link did not queue; the relay did.
+LAG_WINDOW = 3.0
 # Loss-based bound growth per second while loss stays low, per GCC §6 (1.05 per report).
 GROWTH = 1.05
 
@@ -128,6 +133,7 @@ class BandwidthEstimator:
         self._last_update: float | None = None
         self.rtt: float | None = None
         self._rtt_floor: deque[tuple[float, float]] = deque()  # (at, rtt), rising
+        self._lags: deque[tuple[float, float]] = deque()  # (at, lag), falling: a maximum filter
 
     # inputs
 
@@ -152,11 +158,26 @@ class BandwidthEstimator:
             floor.pop() if floor[-1][1] >= rtt else floor.popleft()
         floor.append((now, rtt))
 
-    def queue_delay(self) -> float | None:
-        """How much the smoothed RTT exceeds the lowest recent one: the standing queue."""
+    def on_loop_lag(self, lag: float, now: float) -> None:
+        """How late the relay's event loop ran a timer just now (the shell's tick): the part
+        of any delay measured now that is the relay's, not the link's."""
+        lags = self._lags
+        while lags and (lags[-1][1] <= lag or now - lags[0][0] > LAG_WINDOW):
+            lags.pop() if lags[-1][1] <= lag else lags.popleft()
+        lags.append((now, lag))
+
+    def relay_lag(self, now: float) -> float:
+        """The worst event-loop lag of the last LAG_WINDOW seconds."""
+        while self._lags and now - self._lags[0][0] > LAG_WINDOW:
+            self._lags.popleft()
+        return self._lags[0][1] if self._lags else 0.0
+
+    def queue_delay(self, now: float) -> float | None:
+        """How much the smoothed RTT exceeds the lowest recent one, less the relay's own
+        recent lag: the queue standing on the link."""
         if self.rtt is None or not self._rtt_floor:
             return None
-        return max(self.rtt - self._rtt_floor[0][1], 0.0)
+        return max(self.rtt - self._rtt_floor[0][1] - self.relay_lag(now), 0.0)
 
     def restart_loss(self, now: float) -> None:
         """The sent rate just changed for a reason (a layer went down, or a switch is still
@@ -233,7 +254,7 @@ class BandwidthEstimator:
         of overload, which a classroom sees as a freeze."""
         if self.loss(now) > LOSS_HIGH:
             return True
-        queue = self.queue_delay()
+        queue = self.queue_delay(now)
         if trying and queue is not None and queue >= TRY_QUEUE:
             return True
         remb, sent = self._remb_total(now), self.sent_rate()
@@ -249,7 +270,7 @@ class BandwidthEstimator:
         """True when nothing says the link is full, so trying the next layer is reasonable."""
         if self.loss(now) > LOSS_PROBE or self.congested(now):
             return False
-        remb, sent, queue = self._remb_total(now), self.sent_rate(), self.queue_delay()
+        remb, sent, queue = self._remb_total(now), self.sent_rate(), self.queue_delay(now)
         if remb is None or remb >= REMB_ROOM * sent:
             return True
         # REMB grows only slowly near the received rate (libwebrtc's "near max" additive

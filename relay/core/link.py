@@ -159,6 +159,10 @@ class ClassroomLink:
         """A round trip measured from one report block."""
         self.estimator.on_rtt(rtt, now)
 
+    def on_loop_lag(self, lag: float, now: float) -> None:
+        """The relay's event loop ran the shell's tick `lag` seconds late."""
+        self.estimator.on_loop_lag(lag, now)
+
     def on_nacks(self, ssrc: int, lost: Iterable[int]) -> None:
         """One generic NACK: its sequence numbers count towards the loss once each."""
         self.nacks.add(ssrc, lost)

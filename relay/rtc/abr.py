@@ -122,9 +122,13 @@ class ClassroomRate:
 
     async def _run(self) -> None:
         while True:
+            due = self._loop.time() + TICK
             await asyncio.sleep(TICK)
+            now = self._loop.time()
             try:
-                self.decide(self._loop.time())
+                # how late this tick ran is the relay's own lag: delay measured now includes it
+                self.link.on_loop_lag(max(now - due, 0.0), now)
+                self.decide(now)
             except Exception:  # a bug here must not stop the classroom's media
                 logger.exception("rate decision failed")
 
@@ -171,7 +175,7 @@ class ClassroomRate:
             change.reason,
             (est.estimate(now) or 0) / 1000,
             100 * est.loss(now),
-            round(1000 * (est.queue_delay() or 0)),
+            round(1000 * (est.queue_delay(now) or 0)),
         )
 
     def _point(self, slot: SlotKey, source: FrameSource | None) -> None:

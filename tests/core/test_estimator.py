@@ -134,7 +134,7 @@ def test_rtt_is_smoothed() -> None:
     est.on_rtt(0.1, 0.0)
     est.on_rtt(0.2, 1.0)
     assert est.rtt == pytest.approx(0.15)
-    assert est.queue_delay() == pytest.approx(0.05)
+    assert est.queue_delay(1.0) == pytest.approx(0.05)
 
 
 def test_loss_bound_grows_back_and_lapses_when_loss_stops() -> None:
@@ -222,3 +222,51 @@ def test_a_queue_building_during_a_try_is_congestion(
         now = feed(est, 500_000, 0.5, start=now)
         est.on_rtt(rtt, now)
     assert est.congested(now, trying=trying) is congested
+
+
+def lagging(lag: float, lag_age: float) -> tuple[BandwidthEstimator, float]:
+    """Receiver reports that read as a 280 ms queue, and the relay's loop `lag` seconds late
+    `lag_age` seconds before their last one (later ticks on time)."""
+    est = BandwidthEstimator()
+    now = feed(est, 550_000, 1.0)
+    for rtt in (0.02, 0.02, 0.3, 0.3, 0.3, 0.3):
+        now = feed(est, 550_000, 0.5, start=now)
+        est.on_rtt(rtt, now)
+    est.on_loop_lag(lag, now - lag_age)
+    est.on_loop_lag(0.001, now)  # later ticks on time do not hide the recent lag
+    return est, now
+
+
+@pytest.mark.parametrize(
+    ("lag", "lag_age", "congested"),
+    [
+        (0.0, 0.0, True),  # the link queued: a falling REMB with 280 ms standing
+        (0.3, 0.5, False),  # the relay lagged 300 ms: its own queue, not the link's
+        (0.3, 4.0, True),  # a lag 4 s ago no longer explains the queue standing now
+        (0.1, 0.5, True),  # 100 ms of lag explains 100 of the 280 ms, not all of it
+    ],
+)
+def test_the_relays_own_loop_lag_is_not_a_queue_on_the_link(
+    lag: float, lag_age: float, congested: bool
+) -> None:
+    est, now = lagging(lag, lag_age)
+    est.on_remb(SSRCS, 700_000, now)
+    now = feed(est, 550_000, 0.5, start=now)
+    est.on_remb(SSRCS, 500_000, now)  # the classroom's REMB fell (late, bunched packets)
+    assert est.congested(now) is congested
+    assert est.relay_lag(now) == (max(lag, 0.001) if lag_age + 0.5 <= 3.0 else 0.001)
+
+
+def test_a_try_is_not_reverted_for_the_relays_own_lag() -> None:
+    est, now = lagging(0.3, 0.5)
+    assert not est.congested(now, trying=True)  # 280 ms of "queue", all of it the relay's
+    est, now = lagging(0.0, 0.0)
+    assert est.congested(now, trying=True)  # the same queue on the link reverts the try
+
+
+def test_loss_is_congestion_whatever_the_relays_lag() -> None:
+    est = BandwidthEstimator()
+    now = feed(est, 500_000, 2.0, nack_share=0.2)
+    est.on_loop_lag(0.5, now)
+    report(est, 0.2, now)
+    assert est.congested(now)

@@ -192,7 +192,7 @@ async def _trace(session: PlaySession, since: float) -> None:
             round((est.estimate(now) or 0) / 1000),
             round((est.remb(now) or 0) / 1000),
             round(100 * est.loss(now), 1),
-            round(1000 * (est.queue_delay() or 0)),
+            round(1000 * (est.queue_delay(now) or 0)),
         ))  # fmt: skip
 
 
