@@ -118,6 +118,11 @@ def check_aiortc() -> None:
     _require(RTCRtpReceiver._handle_rtp_packet, ("_data",), "depayloaded RTP payload")
     _require(aioice.Connection.gather_candidates, ("get_component_candidates",), "gathering")
     _require(aioice.Connection.get_component_candidates, ("_protocols",), "host sockets")
+    _require(  # relay/rtc/udpmux.py MuxProtocol hands non-STUN datagrams on as aioice does
+        aioice.ice.StunProtocol.datagram_received,
+        ("receiver", "data_received", "local_candidate", "component"),
+        "non-STUN datagrams",
+    )
     _require(
         aioice.Connection.gather_candidates,
         ("_local_candidates_start", "_local_candidates", "_local_candidates_end", "_components"),

@@ -80,6 +80,14 @@ class MuxProtocol(StunProtocol):
 
     mux: UdpMux
 
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        # DTLS, RTP and RTCP (a first byte above 3, RFC 7983 §7) go straight to the agent:
+        # aioice would try each as STUN first and take the parser's exception as the answer
+        if isinstance(data, bytes) and data and data[0] > _STUN_FIRST_BYTE_MAX:
+            self.receiver.data_received(data, self.local_candidate.component)
+            return
+        super().datagram_received(data, addr)
+
     def send_stun(self, message: stun.Message, addr: tuple[str, int]) -> None:
         self.mux.claim((addr[0], addr[1]), self)  # answers from a peer we check come back here
         super().send_stun(message, addr)
