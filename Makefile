@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # lets headless Chromium render the Chinese pages in screenshots as school PCs do.
 APT_PACKAGES := redis-server janus chromium iptables iproute2 fonts-wqy-zenhei prometheus coturn
 
-.PHONY: run test bench fuzz lint typecheck pytest system-deps client-deps clean
+.PHONY: run test bench fuzz scenarios lint typecheck pytest system-deps client-deps clean
 
 # Third-party WHIP/WHEP browser libraries the client tests load (tests/clients/README.md);
 # reinstalled only when the lock file changes.
@@ -41,6 +41,11 @@ client-deps: $(CLIENTS_STAMP)
 # The signalling fuzz test with thousands of cases (make test runs a few hundred).
 fuzz: $(STAMP)
 	KETANG_FUZZ_CASES=3000 $(BIN)/pytest -q -s tests/test_fuzz.py
+
+# Rural link scenarios for the adaptive bitrate (tests/e2e/test_scenarios.py): a minute or
+# more each, reports in test-artifacts/scenarios/; KETANG_SCENARIO_RUNS=10 repeats each.
+scenarios: $(STAMP) system-deps
+	KETANG_SCENARIOS=1 $(BIN)/pytest -q -s tests/e2e/test_scenarios.py
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do \

@@ -6,11 +6,16 @@ import asyncio
 import contextlib
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
+from relay.app import build_app
+from relay.config import load_config
 from tests import netns
+from tests.conftest import RelayUnderTest, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -68,3 +73,30 @@ async def nat() -> AsyncIterator[netns.CloudNat]:
     with netns.cloud_nat() as made:
         yield made
     assert netns.leftovers() == []
+
+
+@pytest.fixture
+async def link() -> AsyncIterator[netns.Link]:
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with netns.link() as made:
+        yield made
+    assert netns.leftovers() == []
+
+
+@pytest.fixture
+async def relay_on_link(tmp_path: Path, link: netns.Link) -> AsyncIterator[RelayUnderTest]:
+    """A relay reachable on loopback and from the classroom's namespace."""
+    port = free_port()
+    config = load_config(None, {}, {"port": port, "data_dir": str(tmp_path / "data")})
+    secret = b"test-secret-" + b"x" * 32
+    app = build_app(config, secret)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    for host in ("127.0.0.1", link.host_ip):
+        await web.TCPSite(runner, host, port).start()
+    try:
+        yield RelayUnderTest(f"http://127.0.0.1:{port}", secret, config, app)
+    finally:
+        await runner.cleanup()

@@ -12,23 +12,19 @@ import itertools
 import json
 import math
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import av
 import pytest
-from aiohttp import web
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from relay.app import build_app
 from relay.bench.media import Clip, ClipAudioTrack, encode_audio, encode_video
-from relay.config import load_config
 from relay.core.codecs import VIDEO_TIME_BASE
 from relay.rtc.session import PlaySession
 from tests import netns
-from tests.conftest import RelayUnderTest, free_port
+from tests.conftest import RelayUnderTest
 from tests.e2e.processes import ClassroomProcess, gaps, start_classroom
 from tests.peers import whip_publish
 
@@ -88,33 +84,6 @@ def freezes(times: list[float], since: float, until: float) -> list[tuple[float,
         for a, b in itertools.pairwise(inside)
         if b - a > FREEZE
     ]
-
-
-@pytest.fixture
-async def link() -> AsyncIterator[netns.Link]:
-    reason = netns.unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with netns.link() as made:
-        yield made
-    assert netns.leftovers() == []
-
-
-@pytest.fixture
-async def relay_on_link(tmp_path: Path, link: netns.Link) -> AsyncIterator[RelayUnderTest]:
-    """A relay reachable on loopback and from the classroom's namespace."""
-    port = free_port()
-    config = load_config(None, {}, {"port": port, "data_dir": str(tmp_path / "data")})
-    secret = b"test-secret-" + b"x" * 32
-    app = build_app(config, secret)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    for host in ("127.0.0.1", link.host_ip):
-        await web.TCPSite(runner, host, port).start()
-    try:
-        yield RelayUnderTest(f"http://127.0.0.1:{port}", secret, config, app)
-    finally:
-        await runner.cleanup()
 
 
 def player(relay: RelayUnderTest, name: str) -> PlaySession:
