@@ -21,7 +21,7 @@ import pytest
 
 from relay.cli import main
 from relay.tokens import issue
-from tests.conftest import RelayUnderTest, free_port
+from tests.conftest import RelayUnderTest, free_port, settled
 from tests.media import TAG_CAMERA, CounterVideoTrack, ToneAudioTrack, read_counter
 from tests.peers import whep_play, whip_publish
 
@@ -210,14 +210,21 @@ async def test_each_classrooms_quality_is_kept_with_the_lesson_for_reports(
     classroom = await whep_play(relay.base, ROOM, relay.token(ROOM, "classroom", "Hope Primary"))
     loop = asyncio.get_running_loop()
 
+    def estimate_known() -> bool:
+        room = relay.registry.find(ROOM)
+        snapshot = None if room is None else room.snapshot(loop.time())
+        return snapshot is not None and any(c.estimate > 0 for c in snapshot.classrooms)
+
     async def sample_while_teaching() -> None:
+        # the classroom's first REMB may take a couple of seconds on a busy machine
+        await settled(estimate_known, timeout=3.0)
         for _ in range(4):
-            await asyncio.sleep(0.8)
+            await asyncio.sleep(0.6)
             relay.registry.sample_quality(loop.time())  # what the relay does every 5 s
 
     try:
         sampling = asyncio.ensure_future(sample_while_teaching())
-        await teach(relay.base, relay.token(ROOM, "teacher"), 4)
+        await teach(relay.base, relay.token(ROOM, "teacher"), 6)
         await sampling
         (meta,) = await published(relay)
     finally:
