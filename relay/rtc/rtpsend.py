@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import pylibsrtp
 
-from relay.core.codecs import VP8_DESCRIPTOR_SIZE
+from relay.core.codecs import VP8_DESCRIPTOR_SIZE, vp8_descriptor
 from relay.core.forwarder import OutFrame
 from relay.rtc import hooks
 
@@ -38,7 +38,7 @@ HISTORY_SIZE = 128  # packets kept for retransmission, as aiortc's sender keeps
 # Bytes each packet adds on the wire beyond the RTP packet: IPv4 + UDP headers (28) and the
 # SRTP authentication tag (10, RFC 3711 §5.2 with HMAC-SHA1-80); links are shaped on these.
 WIRE_OVERHEAD = 38
-_HEADER = struct.Struct("!BBHLL")  # RFC 3550 §5.1 fixed header: V/P/X/CC, M/PT, seq, ts, SSRC
+RTP_HEADER = struct.Struct("!BBHLL")  # RFC 3550 §5.1 fixed header: V/P/X/CC, M/PT, seq, ts, SSRC
 
 
 def _load_native() -> ModuleType | None:
@@ -68,10 +68,7 @@ def plain_packet(
     fixed = bytes((header[0], second, sequence >> 8, sequence & 0xFF)) + header[4:12]
     if picture_id < 0:
         return fixed + extensions + chunks[index]
-    descriptor = bytes(
-        (0x90 if index == 0 else 0x80, 0x80, 0x80 | picture_id >> 8 & 0x7F, picture_id & 0xFF)
-    )
-    return fixed + extensions + descriptor + chunks[index]
+    return fixed + extensions + vp8_descriptor(index == 0, picture_id) + chunks[index]
 
 
 class Stream(Protocol):
@@ -143,7 +140,8 @@ class PyStream:
                 self.picture_id = (self.picture_id + 1) & 0x7FFF
             self.sequence, self.timestamp = (sequence + count) & 0xFFFF, timestamp
             first_byte = 0x90 if extensions else 0x80
-            header = _HEADER.pack(first_byte, self._payload_type, sequence, timestamp, self._ssrc)
+            fields = (self._payload_type, sequence, timestamp, self._ssrc)
+            header = RTP_HEADER.pack(first_byte, *fields)
             for index in range(count):
                 out.append(plain_packet(header, extensions, chunks, picture_id, index))
                 entry = (header, abs_send_time, chunks, picture_id, index)
@@ -151,7 +149,7 @@ class PyStream:
             octets = len(frame.data) + VP8_DESCRIPTOR_SIZE * count * (picture_id >= 0)
             self.packets += count
             self.octets += octets
-            self.wire += octets + count * (_HEADER.size + len(extensions) + WIRE_OVERHEAD)
+            self.wire += octets + count * (RTP_HEADER.size + len(extensions) + WIRE_OVERHEAD)
         return out
 
     def packet(self, sequence: int) -> bytes | None:

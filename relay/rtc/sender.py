@@ -28,7 +28,6 @@ import asyncio
 import functools
 import logging
 import random
-import struct
 import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -39,7 +38,7 @@ from monitoring import metrics
 from relay.rtc import hooks, rtpsend
 from relay.rtc.downtrack import DownTrack
 from relay.rtc.hooks import SenderInternals
-from relay.rtc.rtpsend import WIRE_OVERHEAD, Batch, Route, Stream, route_of
+from relay.rtc.rtpsend import RTP_HEADER, WIRE_OVERHEAD, Batch, Route, Stream, route_of
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +61,6 @@ MAINTAIN_SECONDS = 0.25
 # often, and at every NACK; aioice never renominates, and a closed connection stops its
 # loops, so only a pair that failed meanwhile is used a little longer.
 ROUTE_CHECK_SECONDS = 0.5
-_RTX_HEADER = struct.Struct("!BBHLL")
 _RESENDS_KEPT = 512  # NACKed sequence numbers remembered per stream
 
 
@@ -270,15 +268,15 @@ class PacketLoop:
     def _as_rtx(self, packet: bytes, payload_type: int) -> bytes:
         """The packet as RTX (RFC 4588 §4): RTX payload type, sequence number and SSRC, the
         original sequence number before the original payload."""
-        start = _RTX_HEADER.size
+        start = RTP_HEADER.size
         if packet[0] & 0x10:  # header extensions (RFC 3550 §5.3.1): their length in words
             start += 4 + 4 * int.from_bytes(packet[start + 2 : start + 4], "big")
         sequence = self._rtx_sequence
         self._rtx_sequence = (sequence + 1) & 0xFFFF
         timestamp = int.from_bytes(packet[4:8], "big")
         marked = packet[1] & 0x80 | payload_type
-        header = _RTX_HEADER.pack(packet[0], marked, sequence, timestamp, self._rtx_ssrc)
-        return header + packet[_RTX_HEADER.size : start] + packet[2:4] + packet[start:]
+        header = RTP_HEADER.pack(packet[0], marked, sequence, timestamp, self._rtx_ssrc)
+        return header + packet[RTP_HEADER.size : start] + packet[2:4] + packet[start:]
 
 
 class SendPass:
@@ -296,7 +294,6 @@ class SendPass:
         self._scheduled = False
         self._loops: dict[PacketLoop, None] = {}  # every running loop, for `_maintain`
         self._maintenance: asyncio.TimerHandle | None = None
-        self.passes = 0
         self.sent = {"native": 0, "python": 0}  # datagrams by send path, since the start
         self.failed = 0  # datagrams the socket refused, since the start
 
@@ -330,7 +327,6 @@ class SendPass:
         """The pass: every woken loop's frames into one batch, then one send."""
         woken, self._woken = self._woken, {}
         self._scheduled = False
-        self.passes += 1
         now = self._loop.time()
         batch = Batch(rtpsend.NATIVE)  # read per pass: tests switch paths at run time
         for packet_loop in woken:
